@@ -1,0 +1,65 @@
+import { isScalar, parse as parseYaml, Scalar, visit, type Document } from 'yaml';
+
+export interface EnvProblem {
+  message: string;
+  /** Character offset of the scalar in the YAML text. */
+  offset: number;
+}
+
+const REFERENCE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\}?/g;
+
+/**
+ * Replaces `${VAR}` and `${VAR:-default}` in every string scalar of the document, in place, before
+ * validation. `$${` is a literal `${`. A plain scalar that was substituted is read again as YAML, so
+ * `port: ${PORT}` gives a number, while a quoted one stays a string. Working on nodes (not on the
+ * text) keeps every position and means a value can never inject YAML structure.
+ */
+export function substituteEnv(doc: Document, env: NodeJS.ProcessEnv): EnvProblem[] {
+  const problems: EnvProblem[] = [];
+  visit(doc, {
+    Scalar(_key, node) {
+      if (typeof node.value !== 'string' || !node.value.includes('$')) return;
+      const offset = node.range?.[0] ?? 0;
+      let substituted = false;
+      const text = node.value.replace(REFERENCE, (match, name: string | undefined, fallback: string | undefined) => {
+        if (match === '$${') return '${';
+        if (name === undefined) {
+          problems.push({ offset, message: `"${match}" is not a valid variable reference; use \${NAME} or \${NAME:-default} (write $\${ for a literal \${)` });
+          return match;
+        }
+        substituted = true;
+        const value = env[name];
+        // As in the shell: `${NAME:-default}` also replaces an empty value, `${NAME}` keeps it.
+        if (fallback !== undefined) return value === undefined || value === '' ? fallback : value;
+        if (value !== undefined) return value;
+        problems.push({
+          offset,
+          message: `environment variable ${name} is not set and has no default; export ${name}=... or write \${${name}:-default}`,
+        });
+        return match;
+      });
+      if (text === node.value) return;
+      if (substituted && node.type === Scalar.PLAIN) {
+        const reread: unknown = safeScalar(text);
+        node.value = reread;
+      } else {
+        node.value = text;
+      }
+    },
+  });
+  return problems;
+}
+
+function safeScalar(text: string): unknown {
+  try {
+    const value: unknown = parseYaml(text);
+    // Only scalars: a variable must never turn into a mapping or a list.
+    return value === null || typeof value !== 'object' ? (value ?? text) : text;
+  } catch {
+    return text;
+  }
+}
+
+export function isStringScalar(node: unknown): node is Scalar<string> {
+  return isScalar(node) && typeof node.value === 'string';
+}

@@ -1,0 +1,463 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { z } from 'zod';
+import type { ComponentKind } from '../engine/types.js';
+import { ConfigError, type ConfigProblem } from '../errors.js';
+import type { ComponentRegistry } from '../registry.js';
+import { substituteEnv } from './env.js';
+import { didYouMean } from './suggest.js';
+import type { ComponentConfig, PipelineConfig } from './types.js';
+
+const MiB = 1024 * 1024;
+
+/** `30s`, `500ms`, `2m`, or a number of seconds. */
+export const durationSchema = z
+  .union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m)$/, 'expected a duration such as 500ms, 30s or 2m')])
+  .transform((value) => durationMs(value));
+
+function durationMs(value: number | string): number {
+  if (typeof value === 'number') return value * 1000;
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(value)!;
+  const amount = Number(match[1]);
+  return match[2] === 'ms' ? amount : match[2] === 's' ? amount * 1000 : amount * 60_000;
+}
+
+const componentTable = z.record(z.string(), z.unknown());
+
+/** The top level of a pipeline file; components are checked against their own schemas afterwards. */
+export const pipelineSchema = z
+  .object({
+    data_dir: z.string().min(1).default('./.logferry').describe('Folder for checkpoints and dead letters (relative to the working directory).'),
+    buffer: z
+      .object({
+        max_bytes: z
+          .number()
+          .int()
+          .min(64 * 1024)
+          .default(64 * MiB)
+          .describe('Memory budget for records in flight; reading pauses at this bound when sinks are slow.'),
+      })
+      .strict()
+      .default({ max_bytes: 64 * MiB }),
+    shutdown_timeout: durationSchema.default(30).describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m.'),
+    checkpoint_interval_ms: z.number().int().positive().default(1000).describe('How often acknowledged positions are saved.'),
+    status_interval_ms: z.number().int().positive().default(10_000).describe('How often the status line is logged.'),
+    plugins: z.array(z.string().min(1)).default([]).describe('Plugin modules: paths (relative to the pipeline file) or npm package names.'),
+    sources: componentTable.describe('Components that read records.'),
+    transforms: componentTable.default({}).describe('Components that change, drop or key records.'),
+    sinks: componentTable.describe('Components that deliver records.'),
+  })
+  .strict();
+
+const SECTIONS: readonly { section: 'sources' | 'transforms' | 'sinks'; kind: ComponentKind }[] = [
+  { section: 'sources', kind: 'source' },
+  { section: 'transforms', kind: 'transform' },
+  { section: 'sinks', kind: 'sink' },
+];
+
+/** Ids name checkpoint files and appear in logs, so they stay plain. */
+const COMPONENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Resolves relative paths (data_dir); defaults to the working directory. */
+  cwd?: string;
+  /**
+   * Loads the `plugins:` modules into the registry before components are checked, so plugin
+   * options are validated like built-in ones. Returns a problem per plugin that could not load.
+   */
+  loadPlugins?: (specifiers: readonly string[], configFile: string, registry: ComponentRegistry) => Promise<ConfigProblem[]>;
+}
+
+export async function loadConfig(file: string, registry: ComponentRegistry, options: LoadOptions = {}): Promise<PipelineConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
+    throw new ConfigError(file, [{ path: '', message: `cannot read the pipeline file: ${reason}` }], 'LF_CONFIG_READ');
+  }
+  return parseConfigText(text, file, registry, options);
+}
+
+/** Parses, substitutes, validates and checks the graph; throws one ConfigError listing every problem. */
+export async function parseConfigText(
+  text: string,
+  file: string,
+  registry: ComponentRegistry,
+  options: LoadOptions = {},
+): Promise<PipelineConfig> {
+  const positions = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: positions, prettyErrors: false, uniqueKeys: true });
+  const locate = new Locator(doc, positions);
+  const fail = (problems: ConfigProblem[], code?: 'LF_CONFIG_ENV'): never => {
+    throw new ConfigError(file, sortByPosition(problems), code);
+  };
+
+  if (doc.errors.length > 0) {
+    fail(doc.errors.map((e) => ({ path: '', message: e.message.split('\n')[0]!, ...positions.linePos(e.pos[0]) })));
+  }
+  const envProblems = substituteEnv(doc, options.env ?? process.env);
+  if (envProblems.length > 0) {
+    fail(envProblems.map((p) => ({ path: locate.pathOfOffset(p.offset), message: p.message, ...positions.linePos(p.offset) })), 'LF_CONFIG_ENV');
+  }
+  const raw: unknown = doc.toJS();
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    fail([{ path: '', message: 'a pipeline file is a mapping with `sources` and `sinks` (and usually `transforms`)', line: 1, col: 1 }]);
+  }
+
+  const problems: ConfigProblem[] = [];
+  let top = pipelineSchema.safeParse(raw);
+  if (!top.success) {
+    problems.push(...locate.zodIssues(top.error.issues, [], pipelineSchema));
+    // Go on without the offending top-level keys, so component problems are reported in the same pass.
+    const lenient: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
+    for (const issue of top.error.issues) {
+      if (issue.code === 'unrecognized_keys' && issue.path.length === 0) for (const key of issue.keys) delete lenient[key];
+      else if (issue.path[0] !== 'sources' && issue.path[0] !== 'sinks' && issue.path[0] !== 'transforms') delete lenient[String(issue.path[0])];
+    }
+    top = pipelineSchema.safeParse(lenient);
+    if (!top.success) fail(problems);
+  }
+  const settings = top.data!;
+
+  if (settings.plugins.length > 0) {
+    if (!options.loadPlugins) {
+      problems.push(locate.problem(['plugins'], 'plugins are not supported by this command', 'value'));
+    } else {
+      problems.push(...(await options.loadPlugins(settings.plugins, file, registry)).map((p) => ({ ...locate.at(['plugins'], 'value'), ...p })));
+    }
+  }
+
+  const components: ComponentConfig[] = [];
+  const seen = new Map<string, string>();
+  const kindOf = new Map<string, ComponentKind>();
+  let allComponentsValid = true;
+  for (const { section, kind } of SECTIONS) {
+    for (const [id, body] of Object.entries(settings[section])) {
+      const base = [section, id];
+      if (!COMPONENT_ID.test(id)) {
+        problems.push(locate.problem(base, 'component ids may only use letters, digits, `_` and `-` (64 at most)', 'key'));
+        continue;
+      }
+      const other = seen.get(id);
+      if (other !== undefined) {
+        problems.push(locate.problem(base, `id "${id}" is already used by ${other}; ids are unique across sources, transforms and sinks`, 'key'));
+        continue;
+      }
+      seen.set(id, `${section}.${id}`);
+      kindOf.set(id, kind);
+      const component = checkComponent(body, base, kind, registry, locate, problems);
+      if (component) components.push(component);
+      else allComponentsValid = false;
+    }
+  }
+  if (Object.keys(settings.sources).length === 0) problems.push(locate.problem(['sources'], 'a pipeline needs at least one source', 'key'));
+  if (Object.keys(settings.sinks).length === 0) problems.push(locate.problem(['sinks'], 'a pipeline needs at least one sink', 'key'));
+
+  const warnings = checkGraph(components, kindOf, allComponentsValid, locate, problems);
+  if (problems.length > 0) fail(problems);
+
+  return {
+    file,
+    dataDir: resolve(options.cwd ?? process.cwd(), settings.data_dir),
+    bufferMaxBytes: settings.buffer.max_bytes,
+    shutdownTimeoutMs: settings.shutdown_timeout,
+    checkpointIntervalMs: settings.checkpoint_interval_ms,
+    statusIntervalMs: settings.status_interval_ms,
+    plugins: settings.plugins,
+    sources: components.filter((c) => c.kind === 'source'),
+    transforms: components.filter((c) => c.kind === 'transform'),
+    sinks: components.filter((c) => c.kind === 'sink'),
+    warnings,
+  };
+}
+
+function checkComponent(
+  body: unknown,
+  base: string[],
+  kind: ComponentKind,
+  registry: ComponentRegistry,
+  locate: Locator,
+  problems: ConfigProblem[],
+): ComponentConfig | undefined {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    problems.push(locate.problem(base, `a ${kind} is a mapping with a \`type\`${kind === 'source' ? '' : ' and `inputs`'}`, 'value'));
+    return undefined;
+  }
+  const { type, inputs, ...options } = body as Record<string, unknown>;
+  const known = registry.types(kind);
+  if (typeof type !== 'string') {
+    const where = type === undefined ? locate.problem(base, '', 'key') : locate.problem([...base, 'type'], '', 'value');
+    problems.push({ ...where, path: [...base, 'type'].join('.'), message: `needs a \`type\`: one of ${known.join(', ')}` });
+    return undefined;
+  }
+  const definition = registry.get(kind, type);
+  if (!definition) {
+    problems.push(
+      locate.problem([...base, 'type'], `unknown ${kind} type "${type}"${didYouMean(type, known)} (known: ${known.join(', ')})`, 'value'),
+    );
+  }
+
+  let inputList: string[] = [];
+  if (kind === 'source') {
+    if (inputs !== undefined) problems.push(locate.problem([...base, 'inputs'], 'sources read from outside and take no `inputs`', 'key'));
+  } else if (inputs === undefined) {
+    problems.push(locate.problem(base, `a ${kind} needs \`inputs\`: the ids of the sources or transforms it receives from`, 'key'));
+  } else if (!Array.isArray(inputs) || inputs.length === 0 || inputs.some((i) => typeof i !== 'string')) {
+    problems.push(locate.problem([...base, 'inputs'], 'expected a non-empty list of component ids, e.g. [jobs]', 'value'));
+  } else {
+    inputList = inputs as string[];
+  }
+
+  if (!definition) return undefined;
+  const parsed = definition.schema.safeParse(options);
+  if (!parsed.success) {
+    problems.push(...locate.zodIssues(parsed.error.issues, base, definition.schema, ['type', 'inputs']));
+    return undefined;
+  }
+  return { id: base[1]!, kind, type, inputs: inputList, options: parsed.data, definition, path: base.join('.') };
+}
+
+interface SchemaDefinition {
+  type: string;
+  innerType?: z.ZodType;
+  in?: z.ZodType;
+  shape?: Record<string, z.ZodType>;
+  element?: z.ZodType;
+  valueType?: z.ZodType;
+}
+
+function definitionOf(schema: z.ZodType): SchemaDefinition {
+  return (schema as unknown as { _zod: { def: SchemaDefinition } })._zod.def;
+}
+
+/** The sub-schema at `path`, through defaults, optionals, pipes, arrays and records. */
+function schemaAt(schema: z.ZodType | undefined, path: readonly PathSegment[]): z.ZodType | undefined {
+  let current = schema;
+  let index = 0;
+  while (current) {
+    const def = definitionOf(current);
+    const wrapped = def.innerType ?? (def.type === 'pipe' ? def.in : undefined);
+    if (wrapped) {
+      current = wrapped;
+      continue;
+    }
+    if (index === path.length) return current;
+    const segment = path[index++]!;
+    if (def.type === 'object') current = def.shape?.[String(segment)];
+    else if (def.type === 'array') current = def.element;
+    else if (def.type === 'record') current = def.valueType;
+    else return undefined;
+  }
+  return undefined;
+}
+
+function objectKeys(schema: z.ZodType | undefined): string[] {
+  if (!schema) return [];
+  const def = definitionOf(schema);
+  return def.type === 'object' && def.shape ? Object.keys(def.shape) : [];
+}
+
+/** Inputs exist and are not sinks, no cycles, nothing unused, keyed sinks get keyed records. */
+function checkGraph(
+  components: ComponentConfig[],
+  kindOf: ReadonlyMap<string, ComponentKind>,
+  allComponentsValid: boolean,
+  locate: Locator,
+  problems: ConfigProblem[],
+): ConfigProblem[] {
+  const warnings: ConfigProblem[] = [];
+  const byId = new Map(components.map((c) => [c.id, c]));
+  const producers = [...kindOf].filter(([, kind]) => kind !== 'sink').map(([id]) => id);
+  const consumed = new Set<string>();
+  let inputsValid = allComponentsValid;
+
+  for (const c of components) {
+    c.inputs.forEach((input, index) => {
+      const targetKind = kindOf.get(input);
+      const where = c.path.split('.').concat('inputs', String(index));
+      if (!targetKind) {
+        inputsValid = false;
+        problems.push(locate.problem(where, `no source or transform is called "${input}"${didYouMean(input, producers)}`, 'value'));
+      } else if (targetKind === 'sink') {
+        inputsValid = false;
+        problems.push(locate.problem(where, `"${input}" is a sink; sinks deliver records and cannot be an input`, 'value'));
+      } else if (input === c.id) {
+        inputsValid = false;
+        problems.push(locate.problem(where, `a component cannot be its own input`, 'value'));
+      } else {
+        consumed.add(input);
+      }
+    });
+  }
+  // The rest needs every component and input: a broken one would only add misleading problems.
+  if (!inputsValid) return warnings;
+
+  const cycle = findCycle(components, byId);
+  if (cycle) {
+    const first = byId.get(cycle[0]!)!;
+    problems.push(locate.problem(first.path.split('.').concat('inputs'), `inputs form a cycle: ${cycle.join(' -> ')}`, 'value'));
+    return warnings;
+  }
+
+  for (const c of components) {
+    if (c.kind !== 'sink' && !consumed.has(c.id)) {
+      problems.push(
+        locate.problem(c.path.split('.'), `${c.kind} "${c.id}" is not an input of any transform or sink; add it to an \`inputs\` list or remove it`, 'key'),
+      );
+    }
+  }
+
+  // A record is keyed (or masked) on a path when some component on it sets the key (applies
+  // mask_data); a sink is safe only when every path into it has one.
+  const keyed = memoOverInputs(byId, (c) => c.definition.providesKey === true);
+  const masked = memoOverInputs(byId, (c) => c.definition.appliesMaskData?.(c.options as never) === true);
+  for (const sink of components.filter((c) => c.kind === 'sink')) {
+    if (sink.definition.requiresKey && !sink.inputs.every((i) => keyed(i))) {
+      problems.push(
+        locate.problem(
+          sink.path.split('.').concat('inputs'),
+          `a ${sink.type} sink writes each record at its key, but some records reach it without one; put a path_format transform between the source and this sink`,
+          'value',
+        ),
+      );
+    }
+    if (!sink.inputs.every((i) => masked(i))) {
+      warnings.push(
+        locate.problem(
+          sink.path.split('.').concat('inputs'),
+          `records reach this sink without a redact transform (mask_data: true), so steps marked mask_data would be shipped unmasked`,
+          'value',
+        ),
+      );
+    }
+  }
+  return warnings;
+}
+
+function memoOverInputs(byId: Map<string, ComponentConfig>, own: (c: ComponentConfig) => boolean): (id: string) => boolean {
+  const memo = new Map<string, boolean>();
+  const visit = (id: string): boolean => {
+    const cached = memo.get(id);
+    if (cached !== undefined) return cached;
+    const c = byId.get(id)!;
+    const result = own(c) || (c.inputs.length > 0 && c.inputs.every(visit));
+    memo.set(id, result);
+    return result;
+  };
+  return visit;
+}
+
+function findCycle(components: ComponentConfig[], byId: Map<string, ComponentConfig>): string[] | undefined {
+  const state = new Map<string, 'visiting' | 'done'>();
+  const stack: string[] = [];
+  const visit = (id: string): string[] | undefined => {
+    if (state.get(id) === 'done') return undefined;
+    if (state.get(id) === 'visiting') return [...stack.slice(stack.indexOf(id)), id];
+    state.set(id, 'visiting');
+    stack.push(id);
+    for (const input of byId.get(id)!.inputs) {
+      const found = visit(input);
+      if (found) return found;
+    }
+    stack.pop();
+    state.set(id, 'done');
+    return undefined;
+  };
+  for (const c of components) {
+    const found = visit(c.id);
+    if (found) return found.reverse();
+  }
+  return undefined;
+}
+
+function sortByPosition(problems: ConfigProblem[]): ConfigProblem[] {
+  return [...problems].sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.col ?? 0) - (b.col ?? 0));
+}
+
+type PathSegment = string | number;
+
+/** Maps a path in the parsed value back to the YAML node, for `FILE:LINE:COL` messages. */
+class Locator {
+  constructor(
+    private readonly doc: Document,
+    private readonly positions: LineCounter,
+  ) {}
+
+  /** The position of the key (for unknown or missing keys) or of the value at `path`. */
+  at(path: readonly PathSegment[], which: 'key' | 'value'): { line?: number; col?: number } {
+    let node: unknown = this.doc.contents;
+    let keyNode: unknown;
+    for (const segment of path) {
+      if (isMap(node)) {
+        const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === String(segment));
+        if (!pair) break;
+        keyNode = pair.key;
+        node = pair.value;
+      } else if (isSeq(node) && node.items[Number(segment)] !== undefined) {
+        keyNode = node.items[Number(segment)];
+        node = keyNode;
+      } else {
+        break;
+      }
+    }
+    const target = (which === 'key' ? keyNode : node) ?? node ?? keyNode;
+    const range = (target as Node | undefined)?.range;
+    return range ? this.positions.linePos(range[0]) : {};
+  }
+
+  problem(path: readonly PathSegment[], message: string, which: 'key' | 'value'): ConfigProblem {
+    return { path: formatPath(path), message, ...this.at(path, which) };
+  }
+
+  zodIssues(issues: readonly z.core.$ZodIssue[], base: readonly PathSegment[], schema: z.ZodType, extraTopKeys: readonly string[] = []): ConfigProblem[] {
+    const problems: ConfigProblem[] = [];
+    for (const issue of issues) {
+      const relative = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+      const path = [...base, ...relative];
+      if (issue.code === 'unrecognized_keys') {
+        const siblings = [...objectKeys(schemaAt(schema, relative)), ...(relative.length === 0 ? extraTopKeys : [])];
+        for (const key of issue.keys) {
+          problems.push(this.problem([...path, key], `unknown option${didYouMean(key, siblings)}`, 'key'));
+        }
+      } else {
+        const missing = issue.code === 'invalid_type' && /received undefined/.test(issue.message);
+        problems.push(this.problem(path, missing ? `required: ${issue.message}` : issue.message, missing ? 'key' : 'value'));
+      }
+    }
+    return problems;
+  }
+
+  /** The dotted path of the scalar that starts at `offset` (for env problems). */
+  pathOfOffset(offset: number): string {
+    const found: PathSegment[] = [];
+    const search = (node: unknown, path: PathSegment[]): boolean => {
+      if (isMap(node)) {
+        for (const pair of node.items) {
+          const key = isScalar(pair.key) ? String(pair.key.value) : '?';
+          if (search(pair.value, [...path, key])) return true;
+        }
+      } else if (isSeq(node)) {
+        for (let i = 0; i < node.items.length; i++) if (search(node.items[i], [...path, i])) return true;
+      } else if (isScalar(node) && node.range?.[0] === offset) {
+        found.push(...path);
+        return true;
+      }
+      return false;
+    };
+    search(this.doc.contents, []);
+    return formatPath(found);
+  }
+}
+
+/** `sinks.archive.inputs[0]` */
+export function formatPath(path: readonly PathSegment[]): string {
+  let text = '';
+  for (const segment of path) {
+    if (typeof segment === 'number' || /^\d+$/.test(segment)) text += `[${segment}]`;
+    else text += text ? `.${segment}` : segment;
+  }
+  return text;
+}

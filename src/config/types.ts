@@ -1,0 +1,33 @@
+import type { ComponentDefinition, ComponentKind } from '../engine/types.js';
+import type { ConfigProblem } from '../errors.js';
+
+/** One validated component of the pipeline: its options have their defaults applied. */
+export interface ComponentConfig {
+  /** The component's YAML key, unique across sources, transforms and sinks. */
+  readonly id: string;
+  readonly kind: ComponentKind;
+  readonly type: string;
+  /** Ids of the components whose records this one receives (empty for sources). */
+  readonly inputs: readonly string[];
+  readonly options: unknown;
+  readonly definition: ComponentDefinition;
+  /** Dotted path in the YAML, e.g. `sinks.archive`, for messages. */
+  readonly path: string;
+}
+
+/** A pipeline file after env substitution, validation and the graph checks. */
+export interface PipelineConfig {
+  readonly file: string;
+  /** Absolute path. */
+  readonly dataDir: string;
+  readonly bufferMaxBytes: number;
+  readonly shutdownTimeoutMs: number;
+  readonly checkpointIntervalMs: number;
+  readonly statusIntervalMs: number;
+  readonly plugins: readonly string[];
+  readonly sources: readonly ComponentConfig[];
+  readonly transforms: readonly ComponentConfig[];
+  readonly sinks: readonly ComponentConfig[];
+  /** Problems that do not stop the pipeline but that an operator should see (logged at start). */
+  readonly warnings: readonly ConfigProblem[];
+}

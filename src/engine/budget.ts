@@ -1,0 +1,65 @@
+/**
+ * The memory budget for records in flight (`buffer.max_bytes`). A source waits here before it
+ * hands a record on, so a slow or dead sink pauses reading instead of growing memory. One record
+ * larger than the whole budget still goes through when nothing else is in flight, so a big
+ * document can never deadlock the pipeline.
+ */
+export class ByteBudget {
+  private used = 0;
+  private readonly waiters: { bytes: number; resolve: () => void; reject: (e: unknown) => void }[] = [];
+
+  constructor(readonly maxBytes: number) {}
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** Returns true when the bytes were taken at once; otherwise wait on `acquire`. */
+  tryAcquire(bytes: number): boolean {
+    if (this.waiters.length === 0 && this.fits(bytes)) {
+      this.used += bytes;
+      return true;
+    }
+    return false;
+  }
+
+  acquire(bytes: number, signal?: AbortSignal): Promise<void> {
+    if (this.tryAcquire(bytes)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const waiter = {
+        bytes,
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject,
+      };
+      const onAbort = (): void => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  release(bytes: number): void {
+    this.used -= bytes;
+    while (this.waiters.length > 0) {
+      const next = this.waiters[0]!;
+      if (!this.fits(next.bytes)) break;
+      this.waiters.shift();
+      this.used += next.bytes;
+      next.resolve();
+    }
+  }
+
+  private fits(bytes: number): boolean {
+    return this.used === 0 || this.used + bytes <= this.maxBytes;
+  }
+}

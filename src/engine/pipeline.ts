@@ -1,0 +1,362 @@
+import { mkdir } from 'node:fs/promises';
+import type { ComponentConfig, PipelineConfig } from '../config/types.js';
+import { LogferryError, RecordError } from '../errors.js';
+import { ByteBudget } from './budget.js';
+import { Channel } from './channel.js';
+import { CheckpointStore } from './checkpoints.js';
+import { DeadLetterWriter } from './dead-letters.js';
+import type { Logger } from './logger.js';
+import { Metrics } from './metrics.js';
+import type {
+  ComponentContext,
+  DeadLetterInput,
+  Delivery,
+  LogRecord,
+  Sink,
+  Source,
+  SourceContext,
+  Transform,
+  TransformResult,
+} from './types.js';
+
+export interface PipelineOptions {
+  once: boolean;
+  log: Logger;
+  metrics?: Metrics;
+}
+
+export interface RunSummary {
+  /** Records still unacknowledged when shutdown_timeout ran out (0 on a clean drain). */
+  abandoned: number;
+  durationMs: number;
+}
+
+type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind: 'sink'; id: string; channel: Channel<Delivery> };
+
+/**
+ * Reference count of one source record across the graph: one for the dispatch itself, one per
+ * sink delivery and per pending dead letter. At zero every branch has an answer, the budget share
+ * is returned and the source may move its position past the record.
+ */
+export class Finalizer {
+  private refs = 1;
+  constructor(
+    private readonly bytes: number,
+    private readonly done: (bytes: number) => void,
+    private readonly onFinal: () => void,
+  ) {}
+
+  retain(): void {
+    this.refs++;
+  }
+
+  release(): void {
+    if (--this.refs === 0) {
+      this.done(this.bytes);
+      this.onFinal();
+    }
+  }
+}
+
+class SinkDelivery implements Delivery {
+  private settled = false;
+  constructor(
+    readonly record: LogRecord,
+    private readonly sinkId: string,
+    private readonly finalizer: Finalizer,
+    private readonly pipeline: Pipeline,
+  ) {}
+
+  delivered(): void {
+    if (this.settle()) {
+      this.pipeline.metrics.recordsOut++;
+      this.pipeline.metrics.count(this.sinkId, 'delivered');
+      this.finalizer.release();
+    }
+  }
+
+  rejected(reason: string, code = 'LF_SINK_REJECTED'): void {
+    if (!this.settle()) return;
+    this.pipeline.metrics.count(this.sinkId, 'rejected');
+    this.pipeline.deadLetterRecord(this.record, this.sinkId, code, reason, this.finalizer);
+  }
+
+  private settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    return true;
+  }
+}
+
+/**
+ * The running graph. It owns what no component should reinvent: routing and fan-out, the memory
+ * budget (backpressure), end-to-end acknowledgement, dead letters, checkpoints and shutdown.
+ */
+export class Pipeline {
+  readonly metrics: Metrics;
+  private readonly log: Logger;
+  private readonly budget: ByteBudget;
+  private readonly checkpoints: CheckpointStore;
+  private readonly deadLetters: DeadLetterWriter;
+  /** Stops the sources (first step of shutdown). */
+  private readonly sourceAbort = new AbortController();
+  /** Stops retries inside sinks and transforms (last step, or when the drain times out). */
+  private readonly componentAbort = new AbortController();
+  private readonly consumers = new Map<string, Consumer[]>();
+  private readonly sources = new Map<string, Source>();
+  private readonly sinks = new Map<string, { sink: Sink; channel: Channel<Delivery>; running?: Promise<void> }>();
+  private inFlight = 0;
+  private drainWaiters: (() => void)[] = [];
+  private fatal: Error | undefined;
+  private stopRequested = false;
+
+  constructor(
+    private readonly config: PipelineConfig,
+    private readonly options: PipelineOptions,
+  ) {
+    this.metrics = options.metrics ?? new Metrics();
+    this.log = options.log;
+    this.budget = new ByteBudget(config.bufferMaxBytes);
+    this.checkpoints = new CheckpointStore(config.dataDir, this.log);
+    this.deadLetters = new DeadLetterWriter(DeadLetterWriter.dirFor(config.dataDir));
+  }
+
+  get bytesInFlight(): number {
+    return this.budget.inUse;
+  }
+
+  get recordsInFlight(): number {
+    return this.inFlight;
+  }
+
+  bytesBehind(): number {
+    let total = 0;
+    for (const source of this.sources.values()) total += source.bytesBehind?.() ?? 0;
+    return total;
+  }
+
+  /** Builds every component (sinks first, so nothing is emitted before its consumers exist). */
+  async build(): Promise<void> {
+    await mkdir(this.config.dataDir, { recursive: true });
+    for (const c of this.config.sinks) {
+      const sink = await c.definition.build(c.options, this.context(c)) as Sink;
+      this.sinks.set(c.id, { sink, channel: new Channel<Delivery>() });
+    }
+    for (const c of this.config.transforms) {
+      const transform = (await c.definition.build(c.options, this.context(c))) as Transform;
+      this.addConsumer(c, { kind: 'transform', id: c.id, transform });
+    }
+    for (const c of this.config.sinks) {
+      this.addConsumer(c, { kind: 'sink', id: c.id, channel: this.sinks.get(c.id)!.channel });
+    }
+    for (const c of this.config.sources) {
+      this.sources.set(c.id, (await c.definition.build(c.options, this.context(c))) as Source);
+    }
+  }
+
+  private addConsumer(c: ComponentConfig, consumer: Consumer): void {
+    for (const input of c.inputs) {
+      const list = this.consumers.get(input) ?? [];
+      list.push(consumer);
+      this.consumers.set(input, list);
+    }
+  }
+
+  private context(c: ComponentConfig): ComponentContext {
+    return {
+      id: c.id,
+      log: this.log.child({ component: c.id }),
+      metrics: this.metrics,
+      signal: c.kind === 'source' ? this.sourceAbort.signal : this.componentAbort.signal,
+      dataDir: this.config.dataDir,
+    };
+  }
+
+  /** Asks the pipeline to stop: sources stop reading, in-flight records drain, checkpoints are saved. */
+  stop(reason = 'stop requested'): void {
+    if (this.stopRequested) return;
+    this.stopRequested = true;
+    this.log.info('stopping: no new input is read; draining records in flight', { reason, in_flight: this.inFlight });
+    this.sourceAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', reason));
+  }
+
+  async run(): Promise<RunSummary> {
+    const started = Date.now();
+    for (const [id, entry] of this.sinks) {
+      entry.running = entry.sink.run(entry.channel).catch((err: unknown) => this.fail(err, `sink ${id} failed`));
+    }
+    const checkpointTimer = setInterval(() => void this.saveCheckpoints(), this.config.checkpointIntervalMs);
+    checkpointTimer.unref();
+
+    const sourceRuns = [...this.sources].map(async ([id, source]) => {
+      const c = this.config.sources.find((s) => s.id === id)!;
+      const restored = await this.checkpoints.load(id);
+      try {
+        await source.run(this.sourceContext(c, restored));
+      } catch (err) {
+        if (!this.sourceAbort.signal.aborted) this.fail(err, `source ${id} failed`);
+      }
+    });
+    await Promise.all(sourceRuns);
+
+    // Sources are done (--once reached the end, or stop() was called): drain what is in flight.
+    const drained = await this.waitForDrain(this.options.once && !this.stopRequested ? Infinity : this.config.shutdownTimeoutMs);
+    const abandoned = drained ? 0 : this.inFlight;
+    if (!drained) {
+      this.log.warn('shutdown_timeout ran out with records in flight; they were not acknowledged and will be read again on the next start', {
+        code: 'LF_SHUTDOWN_TIMEOUT',
+        in_flight: abandoned,
+      });
+      this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'shutdown_timeout ran out'));
+    }
+    for (const { channel } of this.sinks.values()) channel.close();
+    await Promise.all([...this.sinks.values()].map((s) => s.running));
+    for (const [id, { sink }] of this.sinks) {
+      await sink.close?.().catch((err: unknown) => this.log.error('sink close failed', { sink: id, error: err }));
+    }
+    clearInterval(checkpointTimer);
+    this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'pipeline stopped'));
+    await this.saveCheckpoints();
+    await this.deadLetters.close();
+    if (this.fatal) throw this.fatal;
+    return { abandoned, durationMs: Date.now() - started };
+  }
+
+  private fail(err: unknown, what: string): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.log.error(`${what}: ${error.message}`, { error });
+    this.fatal ??= new LogferryError('LF_SINK_FAILED', `${what}: ${error.message}`, { cause: error });
+    this.stop(what);
+  }
+
+  private async saveCheckpoints(): Promise<void> {
+    for (const [id, source] of this.sources) {
+      try {
+        await this.checkpoints.save(id, source.checkpoint());
+      } catch (err) {
+        this.log.error('could not save checkpoint; it will be retried', { source: id, error: err });
+      }
+    }
+  }
+
+  private waitForDrain(timeoutMs: number): Promise<boolean> {
+    if (this.inFlight === 0) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const timer = Number.isFinite(timeoutMs) ? setTimeout(() => resolve(false), timeoutMs) : undefined;
+      this.drainWaiters.push(() => {
+        if (timer) clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private sourceContext(c: ComponentConfig, restored: unknown): SourceContext {
+    const base = this.context(c);
+    const signal = this.sourceAbort.signal;
+    return {
+      ...base,
+      once: this.options.once,
+      restored,
+      emit: (record, bytes, onFinal) => {
+        if (this.budget.tryAcquire(bytes)) {
+          this.dispatchFromSource(c.id, record, bytes, onFinal);
+          return Promise.resolve();
+        }
+        return this.budget.acquire(bytes, signal).then(() => this.dispatchFromSource(c.id, record, bytes, onFinal));
+      },
+      deadLetter: async (entry) => {
+        this.metrics.deadLetters++;
+        this.metrics.count(c.id, 'dead_letters');
+        await this.deadLetters.write(entry);
+      },
+    };
+  }
+
+  private dispatchFromSource(sourceId: string, record: LogRecord, bytes: number, onFinal: () => void): void {
+    this.inFlight++;
+    this.metrics.recordsIn++;
+    this.metrics.bytesIn += bytes;
+    const finalizer = new Finalizer(bytes, (b) => this.finished(b), onFinal);
+    this.dispatch(sourceId, record, finalizer);
+    finalizer.release();
+  }
+
+  private finished(bytes: number): void {
+    this.budget.release(bytes);
+    if (--this.inFlight === 0) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private dispatch(fromId: string, record: LogRecord, finalizer: Finalizer): void {
+    const consumers = this.consumers.get(fromId);
+    if (!consumers) return;
+    for (const consumer of consumers) {
+      if (consumer.kind === 'sink') {
+        finalizer.retain();
+        consumer.channel.push(new SinkDelivery(record, consumer.id, finalizer, this));
+        continue;
+      }
+      let result: TransformResult | Promise<TransformResult>;
+      try {
+        result = consumer.transform.process(record);
+      } catch (err) {
+        this.transformFailed(consumer.id, record, err, finalizer);
+        continue;
+      }
+      if (result instanceof Promise) {
+        finalizer.retain();
+        result.then(
+          (r) => {
+            this.forward(consumer.id, r, finalizer);
+            finalizer.release();
+          },
+          (err: unknown) => {
+            this.transformFailed(consumer.id, record, err, finalizer);
+            finalizer.release();
+          },
+        );
+      } else {
+        this.forward(consumer.id, result, finalizer);
+      }
+    }
+  }
+
+  private forward(transformId: string, result: TransformResult, finalizer: Finalizer): void {
+    if (result === null || (Array.isArray(result) && result.length === 0)) {
+      this.metrics.skipped++;
+      this.metrics.count(transformId, 'dropped');
+      return;
+    }
+    if (Array.isArray(result)) for (const r of result) this.dispatch(transformId, r, finalizer);
+    else this.dispatch(transformId, result, finalizer);
+  }
+
+  private transformFailed(transformId: string, record: LogRecord, err: unknown, finalizer: Finalizer): void {
+    if (err instanceof RecordError) {
+      this.deadLetterRecord(record, transformId, err.code, err.message, finalizer);
+      return;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    this.log.error('transform threw on a record; the record goes to the dead letters', { transform: transformId, error: message });
+    this.deadLetterRecord(record, transformId, 'LF_TRANSFORM_FAILED', `transform failed: ${message}`, finalizer);
+  }
+
+  /**
+   * The record counts as finished only once its dead letter is on disk. If even that write fails
+   * (disk full), the record stays unacknowledged so it is read again after a restart.
+   */
+  deadLetterRecord(record: LogRecord, component: string, code: string, reason: string, finalizer: Finalizer): void {
+    finalizer.retain();
+    this.metrics.deadLetters++;
+    this.metrics.count(component, 'dead_letters');
+    const entry: DeadLetterInput = { code, reason, component, origin: record.origin, doc: record.doc };
+    this.log.warn('record sent to the dead letters', { component, code, reason, file: record.origin.file, offset: record.origin.offset });
+    this.deadLetters.write(entry).then(
+      () => finalizer.release(),
+      (err: unknown) => this.fail(err, 'cannot write dead letters'),
+    );
+  }
+}

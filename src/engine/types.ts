@@ -1,0 +1,144 @@
+import type { z } from 'zod';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+
+export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObject;
+export interface JsonObject {
+  [key: string]: JsonValue;
+}
+
+/** A job record has integer `id` and `flow_id`; an activity event has a string `event`. */
+export type RecordKind = 'job' | 'activity';
+
+/** Where a record came from, carried into dead letters so an operator can find the input again. */
+export interface RecordOrigin {
+  source: string;
+  file?: string;
+  /** Byte offset of the start of the line in `file`. */
+  offset?: number;
+}
+
+/**
+ * One document flowing through the pipeline. Transforms treat records and their `doc` as immutable:
+ * a transform that changes something returns a new record with a new doc (copy on write), because
+ * one record can fan out to several branches that must not see each other's changes.
+ */
+export interface LogRecord {
+  readonly kind: RecordKind;
+  readonly doc: JsonObject;
+  readonly origin: RecordOrigin;
+  /** Object key relative to the sink's root, set by path_format. */
+  readonly key?: string;
+  /**
+   * First 16 hex chars of SHA-256 over the canonical JSON of the event as received. Computed before
+   * any transform changes the doc, so redelivery always maps to the same key.
+   */
+  readonly receivedDigest?: string;
+}
+
+/** The three delivery outcomes: delivered, retried inside the sink (errored), rejected for good. */
+export type DeliveryOutcome = 'delivered' | 'rejected';
+
+/**
+ * A record handed to a sink. The sink must call exactly one of `delivered()` or `rejected()` per
+ * delivery, and only after it has the destination's answer: the source position advances on it.
+ */
+export interface Delivery {
+  readonly record: LogRecord;
+  delivered(): void;
+  /** Permanent failure: the record goes to the dead letters with this reason. */
+  rejected(reason: string, code?: string): void;
+}
+
+export interface ComponentContext {
+  /** The component's id in the pipeline (its YAML key). */
+  readonly id: string;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  /** Aborted when the pipeline stops; long waits (retries, polls) must end on it. */
+  readonly signal: AbortSignal;
+  readonly dataDir: string;
+}
+
+export interface SourceContext extends ComponentContext {
+  /** `--once`: read every input to its end, then return. */
+  readonly once: boolean;
+  /** State saved by the previous run's `checkpoint()`, or undefined on a first run. */
+  readonly restored: unknown;
+  /**
+   * Hands a record to the pipeline. Resolves once the record has a place in the buffer budget, so a
+   * source that awaits it is paused by slow sinks. `onFinal` runs when every sink has delivered the
+   * record or it went to the dead letters; only then may the source's position move past it.
+   */
+  emit(record: LogRecord, bytes: number, onFinal: () => void): Promise<void>;
+  /** Writes a line that could not become a record to the dead letters; resolves when durable. */
+  deadLetter(entry: DeadLetterInput): Promise<void>;
+}
+
+export interface Source {
+  run(ctx: SourceContext): Promise<void>;
+  /** JSON-serialisable position state; persisted atomically by the engine. */
+  checkpoint(): unknown;
+  /** Bytes known to exist but not yet acknowledged (for status lines). */
+  bytesBehind?(): number;
+}
+
+export type TransformResult = LogRecord | LogRecord[] | null;
+
+export interface Transform {
+  /** Returns the records to pass on (null or [] drops the record). Throw RecordError to dead-letter it. */
+  process(record: LogRecord): TransformResult | Promise<TransformResult>;
+}
+
+export interface Sink {
+  /**
+   * Consumes deliveries until the input ends, settling each one. Resolves when every delivery it
+   * took has been settled. Retries live inside the sink; they must stop when ctx.signal aborts.
+   */
+  run(input: AsyncIterable<Delivery[]>): Promise<void>;
+  close?(): Promise<void>;
+}
+
+export type ComponentKind = 'source' | 'transform' | 'sink';
+
+export interface InstanceOf {
+  source: Source;
+  transform: Transform;
+  sink: Sink;
+}
+
+export interface ContextOf {
+  source: ComponentContext;
+  transform: ComponentContext;
+  sink: ComponentContext;
+}
+
+/**
+ * One definition per component type: its schema gives validation, the TypeScript type of its
+ * options, their defaults and the JSON Schema. `build` is the only place that does I/O.
+ */
+export interface ComponentDefinition<K extends ComponentKind = ComponentKind, S extends z.ZodType = z.ZodType> {
+  readonly kind: K;
+  readonly type: string;
+  readonly description: string;
+  readonly schema: S;
+  /** Sinks that write records at their key; a pipeline without path_format upstream is a config error. */
+  readonly requiresKey?: boolean;
+  /** Transforms that set `record.key`. */
+  readonly providesKey?: boolean;
+  /** Transforms that apply each step's mask_data flag (used to warn about unmasked branches). */
+  readonly appliesMaskData?: (options: z.output<S>) => boolean;
+  build(options: z.output<S>, ctx: ContextOf[K]): InstanceOf[K] | Promise<InstanceOf[K]>;
+}
+
+export interface DeadLetterInput {
+  code: string;
+  reason: string;
+  component: string;
+  origin: RecordOrigin;
+  /** The original text, or the record's JSON when it parsed (mask_data applied before writing). */
+  text?: string;
+  doc?: JsonObject;
+  /** Bytes that were not valid UTF-8 are kept as base64 so nothing is lost. */
+  rawBase64?: string;
+}

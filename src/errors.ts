@@ -1,0 +1,76 @@
+/**
+ * Every error logferry reports carries a stable `code` that users and scripts can match on.
+ * Codes are defined once here; a retired code is never reused. docs/errors.md has one row per code.
+ */
+export const ERROR_CODES = {
+  LF_CONFIG_INVALID: 'The pipeline YAML does not validate; each problem is listed with its position.',
+  LF_CONFIG_READ: 'The pipeline file could not be read.',
+  LF_CONFIG_ENV: 'A ${VAR} reference has no value in the environment and no default.',
+  LF_USAGE: 'The command line could not be understood.',
+  LF_RECORD_BAD_JSON: 'A line is not valid JSON.',
+  LF_RECORD_NOT_OBJECT: 'A line is JSON but not an object.',
+  LF_RECORD_BAD_UTF8: 'A line is not valid UTF-8.',
+  LF_RECORD_TOO_LONG: 'A line is longer than max_line_bytes.',
+  LF_RECORD_INVALID: 'A record is neither a job (integer id and flow_id) nor an activity event (string event).',
+  LF_RECORD_NO_USER_ID: 'A job has no report.workato.job_context.user_id and path_format has no user_id fallback.',
+  LF_RECORD_BAD_TIME: 'A timestamp needed for the key is missing or not a date.',
+  LF_RECORD_UNSAFE_KEY: 'A key part would contain characters outside [A-Za-z0-9._-], which could escape the sink folder.',
+  LF_RECORD_NO_KEY: 'A record reached a keyed sink without a key.',
+  LF_TRANSFORM_FAILED: 'A transform threw an unexpected error on a record.',
+  LF_SINK_REJECTED: 'A sink gave up on a record for good (permanent error).',
+  LF_SINK_FAILED: 'A sink failed in a way the pipeline cannot recover from.',
+  LF_PLUGIN_INVALID: 'A plugin module does not export what logferry expects.',
+  LF_SHUTDOWN_TIMEOUT: 'Records were still in flight when shutdown_timeout ran out.',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class LogferryError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'LogferryError';
+    this.code = code;
+  }
+}
+
+export interface ConfigProblem {
+  /** Dotted path of the offending key, e.g. `sources.jobs.max_line_bytes`. */
+  path: string;
+  message: string;
+  line?: number;
+  col?: number;
+}
+
+/** Collects every problem of a config so an operator can fix them all in one pass. */
+export class ConfigError extends LogferryError {
+  readonly file: string;
+  readonly problems: ConfigProblem[];
+  constructor(file: string, problems: ConfigProblem[], code: ErrorCode = 'LF_CONFIG_INVALID') {
+    super(code, problems.map((p) => formatProblem(file, p)).join('\n'));
+    this.name = 'ConfigError';
+    this.file = file;
+    this.problems = problems;
+  }
+}
+
+/** `FILE:LINE:COL: path.to.key: what is wrong` (the position is omitted when unknown). */
+export function formatProblem(file: string, p: ConfigProblem): string {
+  const where = p.line !== undefined ? `${file}:${p.line}:${p.col ?? 1}` : file;
+  return p.path ? `${where}: ${p.path}: ${p.message}` : `${where}: ${p.message}`;
+}
+
+/** A record-level failure: the record goes to the dead letters with this code and reason. */
+export class RecordError extends LogferryError {
+  constructor(code: ErrorCode, message: string) {
+    super(code, message);
+    this.name = 'RecordError';
+  }
+}
+
+export class UsageError extends LogferryError {
+  constructor(message: string) {
+    super('LF_USAGE', message);
+    this.name = 'UsageError';
+  }
+}

@@ -1,0 +1,84 @@
+import { RecordError } from '../errors.js';
+import type { JsonObject, LogRecord, RecordKind, RecordOrigin } from '../engine/types.js';
+import { contentDigest } from './canonical.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export type ParseResult =
+  | { ok: true; record: LogRecord }
+  | { ok: false; error: RecordError; text?: string; doc?: JsonObject; rawBase64?: string };
+
+/**
+ * Turns one input line (without its line terminator) into a record, or says precisely why not.
+ * Shared by every source so that a line means the same thing whichever way it arrives.
+ */
+export function parseLine(line: Uint8Array, origin: RecordOrigin): ParseResult {
+  let text: string;
+  try {
+    text = utf8.decode(line);
+  } catch {
+    return {
+      ok: false,
+      error: new RecordError('LF_RECORD_BAD_UTF8', 'line is not valid UTF-8; the raw bytes are kept as base64'),
+      rawBase64: Buffer.from(line).toString('base64'),
+    };
+  }
+  return parseText(text, origin);
+}
+
+export function parseText(text: string, origin: RecordOrigin): ParseResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    const detail = err instanceof Error ? err.message : String(err);
+    return { ok: false, error: new RecordError('LF_RECORD_BAD_JSON', `line is not valid JSON: ${detail}`), text };
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    const what = Array.isArray(value) ? 'an array' : value === null ? 'null' : `a ${typeof value}`;
+    return {
+      ok: false,
+      error: new RecordError('LF_RECORD_NOT_OBJECT', `line is ${what}, expected a JSON object (a job or an activity event)`),
+      text,
+    };
+  }
+  const doc = value as JsonObject;
+  const kind = classify(doc);
+  if (typeof kind !== 'string') return { ok: false, error: kind, doc };
+  const record: LogRecord =
+    kind === 'activity' ? { kind, doc, origin, receivedDigest: contentDigest(doc) } : { kind, doc, origin };
+  return { ok: true, record };
+}
+
+/** A job has integer `id` and `flow_id`; an activity event has a string `event`. */
+export function classify(doc: JsonObject): RecordKind | RecordError {
+  if (typeof doc.event === 'string') {
+    if (doc.event.length === 0) return new RecordError('LF_RECORD_INVALID', 'activity event has an empty `event` name');
+    return 'activity';
+  }
+  if ('id' in doc || 'flow_id' in doc) {
+    for (const field of ['id', 'flow_id'] as const) {
+      const v = doc[field];
+      if (!Number.isSafeInteger(v) || (v as number) < 0) {
+        return new RecordError(
+          'LF_RECORD_INVALID',
+          `job field \`${field}\` must be a non-negative integer, got ${describe(v)}`,
+        );
+      }
+    }
+    return 'job';
+  }
+  if ('event' in doc) {
+    return new RecordError('LF_RECORD_INVALID', `activity field \`event\` must be a string, got ${describe(doc.event)}`);
+  }
+  return new RecordError(
+    'LF_RECORD_INVALID',
+    'object is neither a job (integer `id` and `flow_id`) nor an activity event (string `event`)',
+  );
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing (missing)';
+  const json = JSON.stringify(v) ?? String(v);
+  return `${Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v} ${json.length > 40 ? json.slice(0, 40) + '…' : json}`;
+}

@@ -1,0 +1,487 @@
+import { createHash } from 'node:crypto';
+import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { glob } from 'tinyglobby';
+import { z } from 'zod';
+import { OffsetTracker } from '../engine/offsets.js';
+import type { ComponentDefinition, Source, SourceContext } from '../engine/types.js';
+import { parseLine } from '../records/parse.js';
+
+export const jobLogTailSchema = z
+  .object({
+    include: z.array(z.string().min(1)).min(1).describe('Glob patterns of NDJSON files to follow; new matches are picked up while running.'),
+    exclude: z.array(z.string().min(1)).default([]).describe('Glob patterns to leave out.'),
+    start_at: z
+      .enum(['beginning', 'end'])
+      .default('beginning')
+      .describe('Where to start in a file that has no checkpoint and exists at start-up. Files that appear later are read from their beginning.'),
+    max_line_bytes: z
+      .number()
+      .int()
+      .positive()
+      .default(8 * 1024 * 1024)
+      .describe('Longer lines become dead letters; the lines after them keep flowing.'),
+    poll_interval_ms: z.number().int().positive().default(250).describe('How often a file at its end is checked for new data.'),
+    glob_interval_ms: z.number().int().positive().default(1000).describe('How often the globs are expanded again to find new and rotated files.'),
+    rotate_wait_ms: z
+      .number()
+      .int()
+      .nonnegative()
+      .default(5000)
+      .describe('How long a file that was rotated away is still read after its last growth, for writers that still hold it open.'),
+    read_buffer_bytes: z.number().int().min(4096).default(256 * 1024).describe('Bytes read from a file at a time.'),
+  })
+  .strict();
+
+export type JobLogTailOptions = z.output<typeof jobLogTailSchema>;
+
+/** Fingerprint of the first bytes: tells a reused inode from the file that was checkpointed. */
+const FINGERPRINT_BYTES = 1024;
+const NEWLINE = 0x0a;
+const CARRIAGE_RETURN = 0x0d;
+
+interface FileCheckpoint {
+  path: string;
+  dev: number;
+  ino: number;
+  fingerprint: string;
+  fingerprint_bytes: number;
+  offset: number;
+}
+
+interface TailCheckpoint {
+  version: 1;
+  files: FileCheckpoint[];
+}
+
+class TailedFile {
+  /** Next byte to read. */
+  readOffset: number;
+  tracker: OffsetTracker;
+  /** Bytes of the line being assembled across reads. */
+  partial: Buffer[] = [];
+  partialBytes = 0;
+  partialStart: number;
+  /** Inside a line longer than max_line_bytes: its bytes are skipped until its newline. */
+  skippingSince: number | undefined;
+  /** The path now names another file, or nothing: finish this one, then let it go. */
+  rotated = false;
+  lastGrowth = Date.now();
+  size = 0;
+  atEof = false;
+  /** A rotated-away file that still has to be finished before this one is read (tail -F order). */
+  predecessor: TailedFile | undefined;
+
+  constructor(
+    public path: string,
+    readonly handle: FileHandle,
+    readonly dev: number,
+    readonly ino: number,
+    public fingerprint: string,
+    public fingerprintBytes: number,
+    start: number,
+  ) {
+    this.readOffset = start;
+    this.partialStart = start;
+    this.tracker = new OffsetTracker(start);
+  }
+
+  get identity(): string {
+    return `${this.dev}:${this.ino}`;
+  }
+
+  /** Starts over at byte 0 (copytruncate); acknowledgements of the old content no longer move anything. */
+  restart(): void {
+    this.readOffset = 0;
+    this.partial = [];
+    this.partialBytes = 0;
+    this.partialStart = 0;
+    this.skippingSince = undefined;
+    this.tracker = new OffsetTracker(0);
+    this.atEof = false;
+  }
+
+  checkpoint(): FileCheckpoint {
+    return {
+      path: this.path,
+      dev: this.dev,
+      ino: this.ino,
+      fingerprint: this.fingerprint,
+      fingerprint_bytes: this.fingerprintBytes,
+      offset: this.tracker.committed,
+    };
+  }
+}
+
+async function fingerprintOf(handle: FileHandle, size: number): Promise<{ fingerprint: string; bytes: number }> {
+  const length = Math.min(size, FINGERPRINT_BYTES);
+  const buf = Buffer.alloc(length);
+  const { bytesRead } = length > 0 ? await handle.read(buf, 0, length, 0) : { bytesRead: 0 };
+  return { fingerprint: createHash('sha256').update(buf.subarray(0, bytesRead)).digest('hex'), bytes: bytesRead };
+}
+
+async function fingerprintPrefix(handle: FileHandle, bytes: number): Promise<string> {
+  const buf = Buffer.alloc(bytes);
+  const { bytesRead } = bytes > 0 ? await handle.read(buf, 0, bytes, 0) : { bytesRead: 0 };
+  return bytesRead === bytes ? createHash('sha256').update(buf).digest('hex') : '';
+}
+
+function isCheckpoint(value: unknown): value is TailCheckpoint {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as { version?: unknown }).version === 1 &&
+    Array.isArray((value as { files?: unknown }).files)
+  );
+}
+
+/**
+ * Follows NDJSON files like `tail -F`, with positions that move only when the records are
+ * acknowledged end to end. Modelled on Fluent Bit's in_tail: files are tracked by identity
+ * (device and inode) rather than by name, so a rename rotation finishes the old file and a
+ * copytruncate (the file shrinks) starts the same file over.
+ */
+class JobLogTail implements Source {
+  private readonly files = new Map<string, TailedFile>();
+  private readonly readBuffer: Buffer;
+  private restored: FileCheckpoint[] = [];
+  private ctx!: SourceContext;
+
+  constructor(private readonly options: JobLogTailOptions) {
+    this.readBuffer = Buffer.allocUnsafe(options.read_buffer_bytes);
+  }
+
+  checkpoint(): TailCheckpoint {
+    return { version: 1, files: [...this.files.values()].map((f) => f.checkpoint()) };
+  }
+
+  bytesBehind(): number {
+    let behind = 0;
+    for (const f of this.files.values()) behind += Math.max(0, f.size - f.tracker.committed);
+    return behind;
+  }
+
+  async run(ctx: SourceContext): Promise<void> {
+    this.ctx = ctx;
+    this.restored = isCheckpoint(ctx.restored) ? ctx.restored.files : [];
+    try {
+      await this.scan(true);
+      await this.resumeRotatedAway();
+      let lastScan = Date.now();
+      while (!ctx.signal.aborted) {
+        if (!ctx.once && Date.now() - lastScan >= this.options.glob_interval_ms) {
+          await this.scan(false);
+          lastScan = Date.now();
+        }
+        let progressed = false;
+        for (const file of [...this.files.values()]) {
+          if (ctx.signal.aborted) break;
+          if (this.waitsForPredecessor(file)) continue;
+          if (await this.readAvailable(file)) progressed = true;
+        }
+        await this.releaseFinished();
+        if (ctx.once && !progressed) {
+          for (const file of this.files.values()) await this.flushPartialAtEnd(file);
+          return;
+        }
+        if (!progressed) await sleep(this.options.poll_interval_ms, undefined, { signal: ctx.signal }).catch(() => {});
+      }
+    } catch (err) {
+      if (!ctx.signal.aborted) throw err;
+    } finally {
+      // Handles are closed only after the engine has drained; positions stay in memory for the
+      // final checkpoint, which the engine writes after this returns.
+      for (const file of this.files.values()) void file.handle.close().catch(() => {});
+    }
+  }
+
+  /** tail -F order: the file that replaced a rotated one is read once the old one is at its end. */
+  private waitsForPredecessor(file: TailedFile): boolean {
+    const before = file.predecessor;
+    if (!before) return false;
+    if (before.rotated && !before.atEof && this.files.has(before.identity)) return true;
+    file.predecessor = undefined;
+    return false;
+  }
+
+  private async scan(initial: boolean): Promise<void> {
+    const paths = await glob(this.options.include, {
+      ignore: this.options.exclude,
+      absolute: true,
+      onlyFiles: true,
+      dot: true,
+    });
+    const seen = new Set<string>();
+    for (const path of paths.sort()) {
+      let info;
+      try {
+        info = await stat(path);
+      } catch {
+        continue; // removed between the glob and the stat
+      }
+      const identity = `${info.dev}:${info.ino}`;
+      seen.add(identity);
+      const known = this.files.get(identity);
+      if (known) {
+        if (known.path !== path) {
+          // Renamed to a name that still matches: same file, keep reading it.
+          known.path = path;
+        }
+        known.rotated = false;
+        await this.checkTruncatedByContent(known);
+        continue;
+      }
+      const file = await this.openFile(path, info.dev, info.ino, info.size, initial);
+      if (!file) continue;
+      const before = [...this.files.values()].find((f) => f.path === path && f.identity !== identity);
+      if (before) {
+        before.rotated = true;
+        file.predecessor = before;
+        this.ctx.log.info('file rotated: finishing the old file before reading the new one', { path });
+      }
+      this.files.set(identity, file);
+    }
+    for (const file of this.files.values()) {
+      if (!seen.has(file.identity) && !file.rotated) {
+        file.rotated = true;
+        this.ctx.log.info('file no longer matches the include globs (rotated or removed); reading it to its end', { path: file.path });
+      }
+    }
+  }
+
+  private async openFile(path: string, dev: number, ino: number, size: number, initial: boolean): Promise<TailedFile | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r');
+    } catch (err) {
+      this.ctx.log.warn('cannot open file; it will be tried again at the next scan', { path, error: err });
+      return undefined;
+    }
+    const current = await fingerprintOf(handle, size);
+    let start = initial && this.options.start_at === 'end' ? size : 0;
+    const saved = this.restored.find((c) => c.dev === dev && c.ino === ino);
+    if (saved) {
+      const same = (await fingerprintPrefix(handle, saved.fingerprint_bytes)) === saved.fingerprint;
+      if (!same) {
+        this.ctx.log.info('inode reused by a different file (fingerprint differs); reading it from the beginning', { path });
+        start = 0;
+      } else if (size < saved.offset) {
+        this.ctx.log.info('file shrank while logferry was stopped (truncated); reading it from the beginning', { path });
+        start = 0;
+      } else {
+        start = saved.offset;
+      }
+      this.restored = this.restored.filter((c) => c !== saved);
+    }
+    const file = new TailedFile(path, handle, dev, ino, current.fingerprint, current.bytes, start);
+    file.size = size;
+    this.ctx.log.debug('following file', { path, offset: start });
+    return file;
+  }
+
+  /**
+   * A checkpointed file that no longer matches the globs may have been rotated away while we were
+   * down, with lines still unacknowledged. Rotated files usually stay in the same folder, so look
+   * there for the same inode and finish it.
+   */
+  private async resumeRotatedAway(): Promise<void> {
+    for (const saved of this.restored) {
+      const dir = dirname(saved.path);
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const path = join(dir, name);
+        const info = await stat(path).catch(() => undefined);
+        if (!info?.isFile() || info.dev !== saved.dev || info.ino !== saved.ino || info.size <= saved.offset) continue;
+        const file = await this.openFile(path, info.dev, info.ino, info.size, false);
+        if (!file || file.readOffset !== saved.offset) {
+          await file?.handle.close();
+          continue;
+        }
+        file.rotated = true;
+        this.files.set(file.identity, file);
+        for (const other of this.files.values()) {
+          if (other !== file && other.path === saved.path) other.predecessor = file;
+        }
+        this.ctx.log.info('resuming a file that was rotated away while logferry was stopped', { path, offset: saved.offset, was: basename(saved.path) });
+        break;
+      }
+    }
+    this.restored = [];
+  }
+
+  /** A file whose first bytes changed was truncated and rewritten (faster than a size check sees). */
+  private async checkTruncatedByContent(file: TailedFile): Promise<void> {
+    if (file.fingerprintBytes === 0) return;
+    const now = await fingerprintPrefix(file.handle, file.fingerprintBytes);
+    if (now === file.fingerprint) return;
+    if (now === '' || file.readOffset > 0) {
+      this.ctx.log.info('file was truncated (copytruncate); reading it again from the beginning', { path: file.path });
+      file.restart();
+      const fresh = await fingerprintOf(file.handle, (await file.handle.stat()).size);
+      file.fingerprint = fresh.fingerprint;
+      file.fingerprintBytes = fresh.bytes;
+    }
+  }
+
+  /** Reads what is there now; returns whether any byte was read. */
+  private async readAvailable(file: TailedFile): Promise<boolean> {
+    const info = await file.handle.stat();
+    if (info.size < file.readOffset) {
+      this.ctx.log.info('file shrank (copytruncate); reading it again from the beginning', { path: file.path });
+      file.restart();
+    }
+    if (info.size !== file.size) {
+      file.lastGrowth = Date.now();
+      // A truncate followed by fast writes can grow the file past our offset before we look;
+      // its first bytes changing gives it away.
+      if (file.readOffset > 0) await this.checkTruncatedByContent(file);
+    }
+    file.size = info.size;
+    if (file.fingerprintBytes < FINGERPRINT_BYTES && info.size > file.fingerprintBytes) {
+      const fresh = await fingerprintOf(file.handle, info.size);
+      file.fingerprint = fresh.fingerprint;
+      file.fingerprintBytes = fresh.bytes;
+    }
+    let progressed = false;
+    // Bounded rounds per turn so that one busy file does not starve the others.
+    for (let round = 0; round < 64 && file.readOffset < file.size && !this.ctx.signal.aborted; round++) {
+      const { bytesRead } = await file.handle.read(this.readBuffer, 0, this.readBuffer.length, file.readOffset);
+      if (bytesRead === 0) break;
+      const chunkStart = file.readOffset;
+      file.readOffset += bytesRead;
+      progressed = true;
+      await this.consume(file, this.readBuffer.subarray(0, bytesRead), chunkStart);
+    }
+    file.atEof = file.readOffset >= file.size;
+    return progressed;
+  }
+
+  private async consume(file: TailedFile, chunk: Buffer, chunkStart: number): Promise<void> {
+    let pos = 0;
+    while (pos < chunk.length) {
+      const nl = chunk.indexOf(NEWLINE, pos);
+      if (nl === -1) {
+        this.appendPartial(file, chunk.subarray(pos), chunkStart + pos);
+        return;
+      }
+      const piece = chunk.subarray(pos, nl);
+      const lineEnd = chunkStart + nl + 1;
+      if (file.skippingSince !== undefined) {
+        await this.rejectLongLine(file, file.skippingSince, lineEnd);
+      } else if (file.partialBytes > 0) {
+        if (file.partialBytes + piece.length > this.options.max_line_bytes) {
+          await this.rejectLongLine(file, file.partialStart, lineEnd);
+        } else {
+          file.partial.push(Buffer.from(piece));
+          const line = Buffer.concat(file.partial, file.partialBytes + piece.length);
+          const start = file.partialStart;
+          file.partial = [];
+          file.partialBytes = 0;
+          await this.handleLine(file, line, start, lineEnd);
+        }
+      } else if (piece.length > this.options.max_line_bytes) {
+        await this.rejectLongLine(file, chunkStart + pos, lineEnd);
+      } else {
+        await this.handleLine(file, piece, chunkStart + pos, lineEnd);
+      }
+      pos = nl + 1;
+    }
+  }
+
+  private appendPartial(file: TailedFile, bytes: Buffer, at: number): void {
+    if (file.skippingSince !== undefined) return;
+    if (file.partialBytes === 0) file.partialStart = at;
+    if (file.partialBytes + bytes.length > this.options.max_line_bytes) {
+      // Stop holding the line in memory; its bytes are skipped up to its newline.
+      file.skippingSince = file.partialStart;
+      file.partial = [];
+      file.partialBytes = 0;
+      return;
+    }
+    // Copied: the read buffer is reused for the next read.
+    file.partial.push(Buffer.from(bytes));
+    file.partialBytes += bytes.length;
+  }
+
+  /** In --once mode the last line of a file counts as complete even without its newline. */
+  private async flushPartialAtEnd(file: TailedFile): Promise<void> {
+    if (file.skippingSince !== undefined) {
+      await this.rejectLongLine(file, file.skippingSince, file.readOffset);
+      return;
+    }
+    if (file.partialBytes === 0) return;
+    const line = Buffer.concat(file.partial, file.partialBytes);
+    file.partial = [];
+    file.partialBytes = 0;
+    await this.handleLine(file, line, file.partialStart, file.readOffset);
+  }
+
+  private async rejectLongLine(file: TailedFile, start: number, end: number): Promise<void> {
+    file.skippingSince = undefined;
+    file.partial = [];
+    file.partialBytes = 0;
+    const finish = file.tracker.track(end);
+    // The text is not kept: holding it is what max_line_bytes protects against. The position lets
+    // an operator cut the line out of the file and replay it with a larger limit.
+    await this.ctx.deadLetter({
+      code: 'LF_RECORD_TOO_LONG',
+      reason: `line of ${end - start} bytes is longer than max_line_bytes (${this.options.max_line_bytes}); raise max_line_bytes to ship it (bytes ${start}..${end} of the file)`,
+      component: this.ctx.id,
+      origin: { source: this.ctx.id, file: file.path, offset: start },
+    });
+    finish();
+  }
+
+  private async handleLine(file: TailedFile, raw: Buffer, start: number, end: number): Promise<void> {
+    let line = raw;
+    if (line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN) line = line.subarray(0, line.length - 1);
+    if (isBlank(line)) {
+      file.tracker.skip(end);
+      return;
+    }
+    const origin = { source: this.ctx.id, file: file.path, offset: start };
+    const parsed = parseLine(line, origin);
+    const finish = file.tracker.track(end);
+    if (parsed.ok) {
+      await this.ctx.emit(parsed.record, line.length, finish);
+      return;
+    }
+    const entry = { code: parsed.error.code, reason: parsed.error.message, component: this.ctx.id, origin };
+    await this.ctx.deadLetter({ ...entry, text: parsed.text, doc: parsed.doc, rawBase64: parsed.rawBase64 });
+    finish();
+  }
+
+  /** Closes rotated-away files that are read to their end and fully acknowledged. */
+  private async releaseFinished(): Promise<void> {
+    for (const [identity, file] of this.files) {
+      if (!file.rotated || !file.atEof || file.tracker.pending > 0 || file.partialBytes > 0) continue;
+      const quietFor = Date.now() - file.lastGrowth;
+      if (!this.ctx.once && quietFor < this.options.rotate_wait_ms) continue;
+      this.files.delete(identity);
+      await file.handle.close().catch(() => {});
+      this.ctx.log.info('finished a rotated file', { path: file.path });
+    }
+  }
+}
+
+function isBlank(line: Buffer): boolean {
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c !== 0x20 && c !== 0x09 && c !== CARRIAGE_RETURN) return false;
+  }
+  return true;
+}
+
+export const jobLogTailSource: ComponentDefinition<'source', typeof jobLogTailSchema> = {
+  kind: 'source',
+  type: 'job_log_tail',
+  description: 'Follows NDJSON files of job records and activity events, like tail -F, with checkpoints.',
+  schema: jobLogTailSchema,
+  build: (options) => new JobLogTail(options),
+};

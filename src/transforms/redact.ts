@@ -1,0 +1,24 @@
+import type { ComponentDefinition, LogRecord, Transform } from '../engine/types.js';
+import { createRedactor, redactSchema } from '../records/redaction.js';
+
+export { redactSchema, type RedactOptions } from '../records/redaction.js';
+
+export const redactTransform: ComponentDefinition<'transform', typeof redactSchema> = {
+  kind: 'transform',
+  type: 'redact',
+  description: 'Masks steps marked mask_data and replaces named fields and patterns (fixed text or keyed hashes).',
+  schema: redactSchema,
+  appliesMaskData: (options) => options.mask_data,
+  build: (options, ctx): Transform => {
+    // Built here so a missing hash key fails the start-up, not the first record.
+    const redact = createRedactor(options);
+    return {
+      process(record: LogRecord): LogRecord {
+        const doc = redact(record.doc);
+        if (doc === record.doc) return record;
+        ctx.metrics.count(ctx.id, 'redacted');
+        return { ...record, doc };
+      },
+    };
+  },
+};

@@ -1,0 +1,63 @@
+import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, startCli, writePipeline } from '../helpers/cli.js';
+
+const cleanup: string[] = [];
+afterEach(() => removeAll(cleanup));
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+describe('kill -9 while lines are appended', () => {
+  it('loses no job across repeated SIGKILL and restart', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const out = join(dir, 'out');
+    await mkdir(logs);
+    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out }));
+    const total = 4000;
+    let written = 0;
+    // The writer appends in uneven chunks that often end mid-line, like a real producer.
+    const writer = (async () => {
+      let pendingTail = '';
+      while (written < total) {
+        const n = Math.min(total - written, 20 + Math.floor(Math.random() * 60));
+        let text = pendingTail;
+        for (let i = 0; i < n; i++) text += JSON.stringify(makeJob(1_000_000 + written + i)) + '\n';
+        written += n;
+        const cut = written < total ? Math.floor(Math.random() * 200) : 0;
+        pendingTail = cut > 0 ? text.slice(text.length - cut) : '';
+        await appendFile(join(logs, 'jobs.ndjson'), cut > 0 ? text.slice(0, text.length - cut) : text);
+        await sleep(5);
+      }
+    })();
+
+    const kills = 6;
+    for (let k = 0; k < kills; k++) {
+      const running = startCli(['run', '-c', config], { cwd: dir });
+      await sleep(300 + Math.floor(Math.random() * 700));
+      running.child.kill('SIGKILL');
+      const result = await running.exited;
+      expect(result.signal).toBe('SIGKILL');
+    }
+    await writer;
+
+    const final = await runCli(['run', '-c', config, '--once'], { cwd: dir });
+    expect(final.stderr).not.toContain('unexpected error');
+    expect(final.code).toBe(0);
+    const missing: number[] = [];
+    for (let i = 0; i < total; i++) {
+      if (!existsSync(join(out, jobKey(1_000_000 + i)))) missing.push(1_000_000 + i);
+    }
+    expect(missing).toEqual([]);
+    // The last run resumed from a checkpoint: it re-read at most the unacknowledged window.
+    const resumed = /(\d+) records in/.exec(final.stderr);
+    expect(resumed).not.toBeNull();
+    expect(Number(resumed![1])).toBeLessThan(total);
+    const doc = JSON.parse(await readFile(join(out, jobKey(1_000_000)), 'utf8')) as { id: number };
+    expect(doc.id).toBe(1_000_000);
+  }, 120_000);
+});
