@@ -18,6 +18,7 @@ export function substituteEnv(doc: Document, env: NodeJS.ProcessEnv): EnvProblem
   const problems: EnvProblem[] = [];
   visit(doc, {
     Scalar(_key, node) {
+      if (typeof node.value === 'string' && node.value.includes(OPEN)) node.value = unshieldReferences(node.value);
       if (typeof node.value !== 'string' || !node.value.includes('$')) return;
       const offset = node.range?.[0] ?? 0;
       let substituted = false;
@@ -48,6 +49,21 @@ export function substituteEnv(doc: Document, env: NodeJS.ProcessEnv): EnvProblem
     },
   });
   return problems;
+}
+
+// `{` and `}` are flow indicators, so `{ path: ${OUT} }` is not valid YAML as written. Before parsing,
+// the braces of each reference become private-use characters (one for one, so every offset stays
+// right), and each scalar gets its braces back before substitution.
+const OPEN = '\uE000';
+const CLOSE = '\uE001';
+const REFERENCE_IN_TEXT = /\$\{([^{}\n]*)\}/g;
+
+export function shieldReferences(text: string): string {
+  return text.replace(REFERENCE_IN_TEXT, (_match, inner: string) => `$${OPEN}${inner}${CLOSE}`);
+}
+
+function unshieldReferences(value: string): string {
+  return value.replaceAll(OPEN, '{').replaceAll(CLOSE, '}');
 }
 
 function safeScalar(text: string): unknown {

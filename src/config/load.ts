@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { ComponentKind } from '../engine/types.js';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import type { ComponentRegistry } from '../registry.js';
-import { substituteEnv } from './env.js';
+import { shieldReferences, substituteEnv } from './env.js';
 import { didYouMean } from './suggest.js';
 import type { ComponentConfig, PipelineConfig } from './types.js';
 
@@ -40,7 +40,7 @@ export const pipelineSchema = z
       })
       .strict()
       .default({ max_bytes: 64 * MiB }),
-    shutdown_timeout: durationSchema.default(30).describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m.'),
+    shutdown_timeout: durationSchema.prefault(30).describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m.'),
     checkpoint_interval_ms: z.number().int().positive().default(1000).describe('How often acknowledged positions are saved.'),
     status_interval_ms: z.number().int().positive().default(10_000).describe('How often the status line is logged.'),
     plugins: z.array(z.string().min(1)).default([]).describe('Plugin modules: paths (relative to the pipeline file) or npm package names.'),
@@ -89,7 +89,7 @@ export async function parseConfigText(
   options: LoadOptions = {},
 ): Promise<PipelineConfig> {
   const positions = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: positions, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(shieldReferences(text), { lineCounter: positions, prettyErrors: false, uniqueKeys: true });
   const locate = new Locator(doc, positions);
   const fail = (problems: ConfigProblem[], code?: 'LF_CONFIG_ENV'): never => {
     throw new ConfigError(file, sortByPosition(problems), code);

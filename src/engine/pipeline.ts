@@ -78,7 +78,9 @@ class SinkDelivery implements Delivery {
   rejected(reason: string, code = 'LF_SINK_REJECTED'): void {
     if (!this.settle()) return;
     this.pipeline.metrics.count(this.sinkId, 'rejected');
+    // The dead letter holds its own reference until it is on disk; this delivery's is done.
     this.pipeline.deadLetterRecord(this.record, this.sinkId, code, reason, this.finalizer);
+    this.finalizer.release();
   }
 
   private settle(): boolean {

@@ -60,7 +60,7 @@ describe('pipeline config', () => {
   it('substitutes ${VAR} and ${VAR:-default}, keeps $${ literal, and types plain scalars', async () => {
     const text = MINIMAL.replace('./out', '${OUT_DIR}')
       .replace('user_id: 5234', 'user_id: ${USER_ID:-77}')
-      .replace('sources:', 'data_dir: "$${HOME}/${DATA:-x}"\nsources:');
+      .replace('sources:', () => 'data_dir: "$${HOME}/${DATA:-x}"\nsources:');
     const config = await load(text, { OUT_DIR: '/tmp/out' });
     expect((config.sinks[0]!.options as { path: string }).path).toBe('/tmp/out');
     expect((config.transforms[1]!.options as { user_id: number }).user_id).toBe(77);

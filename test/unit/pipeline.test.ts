@@ -108,9 +108,13 @@ describe('Pipeline', () => {
       for (const d of [...batch].reverse()) if (d.record.doc.id !== stuckId) d.delivered();
     });
     const { config, file } = await setup(lines, { sink });
-    const pipeline = new Pipeline(config, { once: true, log: silentLogger });
+    // Not --once: a batch run waits for every answer, however long; a stop gives up after shutdown_timeout.
+    const pipeline = new Pipeline(config, { once: false, log: silentLogger });
     await pipeline.build();
-    const summary = await pipeline.run();
+    const running = pipeline.run();
+    while (pipeline.metrics.recordsOut < 49) await new Promise((r) => setTimeout(r, 10));
+    pipeline.stop('test');
+    const summary = await running;
     expect(summary.abandoned).toBe(1);
     const text = await readFile(file, 'utf8');
     expect(await savedOffset(config.dataDir)).toBe(text.indexOf(job(stuckId)));
