@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { glob } from 'tinyglobby';
 import { z } from 'zod';
 import { OffsetTracker } from '../engine/offsets.js';
@@ -147,6 +147,10 @@ class JobLogTail implements Source {
   private readonly readBuffer: Buffer;
   private restored: FileCheckpoint[] = [];
   private ctx!: SourceContext;
+  private readonly watchers: FSWatcher[] = [];
+  /** A watched folder changed: expand the globs at once instead of at the next glob_interval_ms. */
+  private rescanRequested = false;
+  private wake: (() => void) | undefined;
 
   constructor(private readonly options: JobLogTailOptions) {
     this.readBuffer = Buffer.allocUnsafe(options.read_buffer_bytes);
@@ -166,11 +170,13 @@ class JobLogTail implements Source {
     this.ctx = ctx;
     this.restored = isCheckpoint(ctx.restored) ? ctx.restored.files : [];
     try {
+      if (!ctx.once) this.watchFolders();
       await this.scan(true);
       await this.resumeRotatedAway();
       let lastScan = Date.now();
       while (!ctx.signal.aborted) {
-        if (!ctx.once && Date.now() - lastScan >= this.options.glob_interval_ms) {
+        if (!ctx.once && (this.rescanRequested || Date.now() - lastScan >= this.options.glob_interval_ms)) {
+          this.rescanRequested = false;
           await this.scan(false);
           lastScan = Date.now();
         }
@@ -185,15 +191,51 @@ class JobLogTail implements Source {
           for (const file of this.files.values()) await this.flushPartialAtEnd(file);
           return;
         }
-        if (!progressed) await sleep(this.options.poll_interval_ms, undefined, { signal: ctx.signal }).catch(() => {});
+        if (!progressed && !this.rescanRequested) await this.idle();
       }
     } catch (err) {
       if (!ctx.signal.aborted) throw err;
     } finally {
+      for (const watcher of this.watchers) watcher.close();
       // Handles are closed only after the engine has drained; positions stay in memory for the
       // final checkpoint, which the engine writes after this returns.
       for (const file of this.files.values()) void file.handle.close().catch(() => {});
     }
+  }
+
+  /**
+   * Polling alone misses a file that is created and renamed away between two glob expansions;
+   * inotify (through fs.watch) tells us about it within milliseconds, while we can still open it.
+   * Once open, a rename no longer matters: the handle follows the inode.
+   */
+  private watchFolders(): void {
+    const folders = new Set(this.options.include.map(staticFolderOf));
+    for (const folder of folders) {
+      try {
+        const watcher = watch(folder, { persistent: false }, () => {
+          this.rescanRequested = true;
+          this.wake?.();
+        });
+        watcher.on('error', () => watcher.close());
+        this.watchers.push(watcher);
+      } catch {
+        // The folder does not exist (yet) or cannot be watched: glob_interval_ms polling still finds files.
+      }
+    }
+  }
+
+  private idle(): Promise<void> {
+    return new Promise<void>((done) => {
+      const finish = (): void => {
+        clearTimeout(timer);
+        this.ctx.signal.removeEventListener('abort', finish);
+        this.wake = undefined;
+        done();
+      };
+      const timer = setTimeout(finish, this.options.poll_interval_ms);
+      this.ctx.signal.addEventListener('abort', finish, { once: true });
+      this.wake = finish;
+    });
   }
 
   /** tail -F order: the file that replaced a rotated one is read once the old one is at its end. */
@@ -468,6 +510,15 @@ class JobLogTail implements Source {
       this.ctx.log.info('finished a rotated file', { path: file.path });
     }
   }
+}
+
+/** The folder part of a glob before its first wildcard: `/var/log/jobs/*.ndjson` -> `/var/log/jobs`. */
+export function staticFolderOf(pattern: string): string {
+  const absolute = isAbsolute(pattern) ? pattern : resolve(pattern);
+  const parts = absolute.split(sep);
+  const firstWild = parts.findIndex((part) => /[*?[\]{}()!]/.test(part));
+  const fixed = firstWild === -1 ? parts.slice(0, -1) : parts.slice(0, firstWild);
+  return fixed.join(sep) || sep;
 }
 
 function isBlank(line: Buffer): boolean {

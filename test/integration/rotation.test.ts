@@ -32,6 +32,8 @@ describe('rotation under load', () => {
     const live = join(logs, 'app.ndjson');
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out }));
     const running = startCli(['run', '-c', config], { cwd: dir });
+    // A file created and renamed away before logferry runs cannot be known to it.
+    await waitFor(() => running.stderr().includes('running'), 10_000, 'the CLI to start');
     const first = 2_000_000;
     const total = 3000;
     let next = first;
