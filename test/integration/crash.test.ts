@@ -31,19 +31,22 @@ describe('kill -9 while lines are appended', () => {
         const cut = written < total ? Math.floor(Math.random() * 200) : 0;
         pendingTail = cut > 0 ? text.slice(text.length - cut) : '';
         await appendFile(join(logs, 'jobs.ndjson'), cut > 0 ? text.slice(0, text.length - cut) : text);
-        await sleep(5);
+        await sleep(40);
       }
     })();
 
     const kills = 6;
+    let killsWhileWriting = 0;
     for (let k = 0; k < kills; k++) {
       const running = startCli(['run', '-c', config], { cwd: dir });
       await sleep(300 + Math.floor(Math.random() * 700));
+      if (written < total) killsWhileWriting++;
       running.child.kill('SIGKILL');
       const result = await running.exited;
       expect(result.signal).toBe('SIGKILL');
     }
     await writer;
+    expect(killsWhileWriting).toBeGreaterThanOrEqual(2);
 
     const final = await runCli(['run', '-c', config, '--once'], { cwd: dir });
     expect(final.stderr).not.toContain('unexpected error');
