@@ -1,0 +1,40 @@
+/**
+ * The public API for plugin authors: `import { definePlugin, defineSink, z } from 'logferry'`.
+ * Everything exported here is covered by semver; anything reached by a deeper path is not.
+ */
+export { z } from 'zod';
+export { definePlugin, defineSink, defineSource, defineTransform, isPlugin, type LogferryPlugin, type PluginSpec } from './plugin/api.js';
+export type {
+  ComponentContext,
+  ComponentDefinition,
+  ComponentKind,
+  DeadLetterInput,
+  Delivery,
+  JsonObject,
+  JsonValue,
+  LogRecord,
+  RecordKind,
+  RecordOrigin,
+  Sink,
+  Source,
+  SourceContext,
+  Transform,
+  TransformResult,
+} from './engine/types.js';
+export type { Logger, LogFields } from './engine/logger.js';
+export { Metrics } from './engine/metrics.js';
+export { ERROR_CODES, LogferryError, RecordError, type ErrorCode } from './errors.js';
+export { serializeRecord } from './sinks/serialize.js';
+export {
+  ConcurrencyLimit,
+  isRetryableStatus,
+  parseRetryAfter,
+  retrySchema,
+  retryUntilFinal,
+  safeUrl,
+  settleAll,
+  type RetryLoopOptions,
+  type RetryOptions,
+  type Verdict,
+} from './sinks/delivery.js';
+export { HttpSink, httpSink, httpSinkSchema, type HttpSinkOptions } from './sinks/http.js';

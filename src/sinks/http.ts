@@ -1,0 +1,298 @@
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { gzip as gzipCallback } from 'node:zlib';
+import { Agent, request, type Dispatcher } from 'undici';
+import { z } from 'zod';
+import { LogferryError } from '../errors.js';
+import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
+import {
+  ConcurrencyLimit,
+  isRetryableStatus,
+  parseRetryAfter,
+  retrySchema,
+  retryUntilFinal,
+  safeUrl,
+  settleAll,
+  type Verdict,
+} from './delivery.js';
+import { serializeRecord } from './serialize.js';
+
+const gzip = promisify(gzipCallback);
+
+/** How much of a refusal's body goes into the dead letter: enough to read the server's reason. */
+const REASON_BODY_BYTES = 512;
+
+const batchSchema = z
+  .object({
+    max_events: z.number().int().min(1).max(100_000).default(500).describe('Records per request at most (ndjson).'),
+    max_bytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(1024 * 1024)
+      .describe('Uncompressed bytes per request at most; a single larger record is sent alone.'),
+    timeout_ms: z.number().int().min(1).default(1000).describe('A batch that is not full is sent this long after its first record.'),
+  })
+  .strict();
+
+const authSchema = z.discriminatedUnion('strategy', [
+  z.object({ strategy: z.literal('bearer'), token: z.string().min(1).describe('Sent as `Authorization: Bearer <token>`.') }).strict(),
+  z
+    .object({
+      strategy: z.literal('basic'),
+      user: z.string().min(1),
+      password: z.string().describe('Sent with the user as `Authorization: Basic ...`.'),
+    })
+    .strict(),
+]);
+
+const tlsSchema = z
+  .object({
+    ca_file: z.string().default('').describe('PEM file of the CA that signed the server certificate (empty: the system CAs).'),
+    cert_file: z.string().default('').describe('PEM client certificate, for servers that require mutual TLS.'),
+    key_file: z.string().default('').describe('PEM private key of cert_file.'),
+    verify: z.boolean().default(true).describe('Check the server certificate and name. Turn off only for tests.'),
+  })
+  .strict();
+
+export const httpSinkSchema = z
+  .object({
+    uri: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).describe('Where records are sent. Tokens in the URL are never logged.'),
+    method: z.enum(['POST', 'PUT']).default('POST'),
+    encoding: z
+      .enum(['json', 'ndjson'])
+      .default('ndjson')
+      .describe('json: one record per request, the document as the body. ndjson: batches, one record a line.'),
+    batch: batchSchema.prefault({}),
+    compression: z.enum(['none', 'gzip']).default('none').describe('gzip sets Content-Encoding: gzip.'),
+    headers: z.record(z.string(), z.string()).default({}).describe('Extra request headers.'),
+    auth: authSchema.optional().describe('bearer {token} or basic {user, password}.'),
+    tls: tlsSchema.prefault({}),
+    request: z
+      .object({
+        concurrency: z.number().int().min(1).max(1024).default(8).describe('Requests in flight at most (and connections per origin).'),
+        timeout_ms: z.number().int().min(1).default(30_000).describe('An answer slower than this is a failed attempt, retried.'),
+      })
+      .strict()
+      .prefault({}),
+    retry: retrySchema.prefault({}),
+  })
+  .strict();
+
+export type HttpSinkOptions = z.output<typeof httpSinkSchema>;
+
+/** A group of deliveries sent in one request. */
+interface Batch {
+  deliveries: Delivery[];
+  lines: string[];
+  bytes: number;
+}
+
+/**
+ * Sends records to an HTTP endpoint, one JSON document per request or NDJSON batches, and
+ * acknowledges each record only once the server answered 2xx for the request that carried it.
+ */
+export class HttpSink implements Sink {
+  private readonly dispatcher: Dispatcher;
+  private readonly limit: ConcurrencyLimit;
+  private readonly headers: Record<string, string>;
+  private readonly target: string;
+  private current: Batch | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private requests = 0;
+  private delivered = 0;
+  private readonly warnedAbout = new Set<string>();
+
+  constructor(
+    private readonly options: HttpSinkOptions,
+    private readonly ctx: ComponentContext,
+  ) {
+    this.target = safeUrl(options.uri);
+    this.limit = new ConcurrencyLimit(options.request.concurrency);
+    this.dispatcher = new Agent({
+      connections: options.request.concurrency,
+      headersTimeout: options.request.timeout_ms,
+      bodyTimeout: options.request.timeout_ms,
+      connect: tlsConnectOptions(options.tls),
+    });
+    this.headers = buildHeaders(options);
+  }
+
+  async run(input: AsyncIterable<Delivery[]>): Promise<void> {
+    for await (const group of input) {
+      for (const delivery of group) await this.add(delivery);
+    }
+    await this.flush();
+    await this.limit.drain();
+  }
+
+  private async add(delivery: Delivery): Promise<void> {
+    const line = serializeRecord(delivery.record);
+    const bytes = Buffer.byteLength(line) + 1;
+    const { max_events, max_bytes } = this.options.batch;
+    if (this.options.encoding === 'json') {
+      await this.send({ deliveries: [delivery], lines: [line], bytes });
+      return;
+    }
+    // A batch never grows past max_bytes; a record larger than that on its own travels alone.
+    if (this.current && this.current.bytes + bytes > max_bytes) await this.flush();
+    if (!this.current) {
+      this.current = { deliveries: [], lines: [], bytes: 0 };
+      this.flushTimer = setTimeout(() => void this.flush(), this.options.batch.timeout_ms);
+    }
+    this.current.deliveries.push(delivery);
+    this.current.lines.push(line);
+    this.current.bytes += bytes;
+    if (this.current.deliveries.length >= max_events || this.current.bytes >= max_bytes) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    const batch = this.current;
+    if (!batch) return;
+    this.current = undefined;
+    clearTimeout(this.flushTimer);
+    await this.send(batch);
+  }
+
+  /** Waits for a free request slot (so a slow server slows the input), then sends in the background. */
+  private send(batch: Batch): Promise<void> {
+    return this.limit.run(async () => {
+      const body = await this.encode(batch);
+      const verdict = await retryUntilFinal(() => this.attempt(body), {
+        retry: this.options.retry,
+        signal: this.ctx.signal,
+        onRetry: (reason, attempt, delayMs) =>
+          this.ctx.log.warn('request failed; retrying', { uri: this.target, reason, attempt, records: batch.deliveries.length, retry_in_ms: delayMs }),
+      });
+      // On shutdown the records stay unacknowledged; they are read again after the restart.
+      if (verdict === 'aborted') return;
+      if (verdict.kind === 'ok') {
+        this.delivered += batch.deliveries.length;
+        this.ctx.metrics.bytesOut += batch.bytes;
+      } else if (verdict.kind === 'permanent') {
+        this.warnOnce(verdict.reason);
+      }
+      settleAll(batch.deliveries, verdict);
+    });
+  }
+
+  private async encode(batch: Batch): Promise<Buffer> {
+    const text = this.options.encoding === 'json' ? batch.lines[0]! : batch.lines.join('\n') + '\n';
+    const raw = Buffer.from(text);
+    return this.options.compression === 'gzip' ? gzip(raw) : raw;
+  }
+
+  private async attempt(body: Buffer): Promise<Verdict> {
+    this.requests++;
+    this.ctx.metrics.count(this.ctx.id, 'requests');
+    try {
+      const response = await request(this.options.uri, {
+        dispatcher: this.dispatcher,
+        method: this.options.method,
+        headers: { ...this.headers, 'content-length': String(body.length) },
+        body,
+        signal: AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.options.request.timeout_ms)]),
+      });
+      const status = response.statusCode;
+      if (status >= 200 && status < 300) {
+        await response.body.dump();
+        return { kind: 'ok' };
+      }
+      const excerpt = await bodyExcerpt(response.body);
+      const reason = `HTTP ${status} from ${this.target}${excerpt ? `: ${excerpt}` : ''}`;
+      if (isRetryableStatus(status)) return { kind: 'retry', reason, afterMs: parseRetryAfter(response.headers['retry-after']) };
+      return { kind: 'permanent', reason: `${reason}${explainStatus(status)}` };
+    } catch (err) {
+      return { kind: 'retry', reason: describeNetworkError(err, this.options.request.timeout_ms) };
+    }
+  }
+
+  private warnOnce(reason: string): void {
+    const kind = reason.slice(0, reason.indexOf(':') + 1 || 40);
+    if (this.warnedAbout.has(kind)) return;
+    this.warnedAbout.add(kind);
+    this.ctx.log.warn('the server refused records for good; they go to the dead letters', { uri: this.target, reason });
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.flushTimer);
+    await this.dispatcher.close().catch(() => {});
+    if (this.delivered > 0) {
+      this.ctx.log.info(`sent ${this.delivered} records to ${this.target} in ${this.requests} requests`);
+    }
+  }
+}
+
+function buildHeaders(options: HttpSinkOptions): Record<string, string> {
+  const headers: Record<string, string> = {
+    'content-type': options.encoding === 'json' ? 'application/json' : 'application/x-ndjson',
+    'user-agent': 'logferry',
+  };
+  if (options.compression === 'gzip') headers['content-encoding'] = 'gzip';
+  for (const [name, value] of Object.entries(options.headers)) headers[name.toLowerCase()] = value;
+  if (options.auth?.strategy === 'bearer') headers.authorization = `Bearer ${options.auth.token}`;
+  if (options.auth?.strategy === 'basic') {
+    headers.authorization = `Basic ${Buffer.from(`${options.auth.user}:${options.auth.password}`).toString('base64')}`;
+  }
+  return headers;
+}
+
+function tlsConnectOptions(tls: HttpSinkOptions['tls']): Agent.Options['connect'] {
+  const read = (file: string, what: string): Buffer | undefined => {
+    if (!file) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new LogferryError('LF_CONFIG_INVALID', `tls.${what}: cannot read ${file}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    ca: read(tls.ca_file, 'ca_file'),
+    cert: read(tls.cert_file, 'cert_file'),
+    key: read(tls.key_file, 'key_file'),
+    rejectUnauthorized: tls.verify,
+  };
+}
+
+async function bodyExcerpt(body: Dispatcher.ResponseData['body']): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      const buffer = chunk as Buffer;
+      chunks.push(buffer);
+      size += buffer.length;
+      if (size >= REASON_BODY_BYTES) break;
+    }
+  } catch {
+    // A body that breaks off still leaves the status as the reason.
+  }
+  const text = Buffer.concat(chunks).subarray(0, REASON_BODY_BYTES).toString('utf8');
+  return text.replace(/\s+/g, ' ').trim();
+}
+
+function explainStatus(status: number): string {
+  if (status === 401) return ' (check auth: the token or user/password)';
+  if (status === 403) return ' (the credentials are not allowed to write here: check the token and its permissions)';
+  if (status === 404) return ' (check the uri: no receiver at this address)';
+  if (status === 413) return ' (body too large: lower batch.max_bytes)';
+  return '';
+}
+
+function describeNetworkError(err: unknown, timeoutMs: number): string {
+  const error = err as { name?: string; code?: string; message?: string };
+  if (error.name === 'TimeoutError' || error.code === 'UND_ERR_HEADERS_TIMEOUT' || error.code === 'UND_ERR_BODY_TIMEOUT') {
+    return `no answer within request.timeout_ms (${timeoutMs} ms)`;
+  }
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  const code = error.code ?? cause?.code;
+  return `${code ? `${code}: ` : ''}${cause?.message ?? error.message ?? String(err)}`;
+}
+
+export const httpSink: ComponentDefinition<'sink', typeof httpSinkSchema> = {
+  kind: 'sink',
+  type: 'http',
+  description: 'Sends records to an HTTP endpoint as JSON documents or NDJSON batches, with retries and backoff.',
+  schema: httpSinkSchema,
+  build: (options, ctx) => new HttpSink(options, ctx),
+};
