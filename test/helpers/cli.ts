@@ -126,8 +126,19 @@ export function jobKey(id: number): string {
 }
 
 /** A pipeline that tails `include` into `out` with the usual transforms. */
-export function standardPipeline(opts: { dataDir: string; include: string; out: string; extraSource?: string; userId?: number | null }): string {
+export function standardPipeline(opts: {
+  dataDir: string;
+  include: string;
+  out: string;
+  extraSource?: string;
+  userId?: number | null;
+  /** YAML of the entries under `sinks:` (indented by two spaces), instead of the file sink at `out`. */
+  sinks?: string;
+  /** Top-level lines, e.g. `plugins: [...]`. */
+  top?: string;
+}): string {
   return `data_dir: ${JSON.stringify(opts.dataDir)}
+${opts.top ?? ''}
 checkpoint_interval_ms: 100
 status_interval_ms: 60000
 shutdown_timeout: 20s
@@ -147,9 +158,12 @@ transforms:
     type: path_format
     inputs: [redacted]
 ${opts.userId === null ? '' : `    user_id: ${opts.userId ?? 5234}\n`}sinks:
-  archive:
+${
+  opts.sinks ??
+  `  archive:
     type: file
     inputs: [keyed]
     path: ${JSON.stringify(opts.out)}
-`;
+`
+}`;
 }

@@ -1,0 +1,427 @@
+import assert from 'node:assert/strict';
+import { setMaxListeners } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import type { z } from 'zod';
+import { silentLogger, type Logger } from '../engine/logger.js';
+import { Metrics } from '../engine/metrics.js';
+import type { ComponentContext, ComponentDefinition, Delivery, JsonObject, LogRecord } from '../engine/types.js';
+import { contentDigest } from '../records/canonical.js';
+import { faultPlans, startFaultProxy, type Fault, type FaultPlan, type FaultProxy } from './fault-proxy.js';
+import { startReceiver } from './receiver.js';
+
+/**
+ * A sink to put through the conformance cases.
+ *
+ * The cases inject slow answers and throttling, so `options(url)` should make the sink quick to
+ * give up on a request and quick to retry: a request timeout of about 1000 ms (and say so in
+ * `requestTimeoutMs`) and an initial backoff of about 10 ms. With production defaults (30 s
+ * timeouts, 100 ms backoffs) the cases still hold but exceed their time limits.
+ */
+export interface SinkUnderTest<S extends z.ZodType = z.ZodType> {
+  definition: ComponentDefinition<'sink', S>;
+  /** Raw options (before schema parsing) for a sink sending to `url` (the fault proxy in front of the destination). */
+  options(url: string): Record<string, unknown>;
+  /** Destination to forward to; defaults to a receiver from startReceiver() (200 to everything). */
+  destination?: () => Promise<{ url: string; close(): Promise<void> }>;
+  /**
+   * Builds the record with this id; defaults to jobRecord. The proxy recognises a record by a
+   * numeric `id` in the documents it sends (top level, or one level deep inside an envelope), in
+   * a JSON, JSON array or NDJSON body, gzip allowed: keep `doc.id` and such a body format.
+   */
+  record?: (id: number) => LogRecord;
+  /** The request timeout `options()` sets; slow answers are held longer than this. Default 1000. */
+  requestTimeoutMs?: number;
+  /** Where the sink's log lines go while the cases run; silent by default. */
+  log?: Logger;
+}
+
+export interface ConformanceCase {
+  name: string;
+  /** Resolves when the sink conforms; otherwise rejects with an Error that says what went wrong. */
+  run(): Promise<void>;
+  timeoutMs: number;
+}
+
+export interface RejectedRecord {
+  record: LogRecord;
+  reason: string;
+  code: string | undefined;
+}
+
+export interface DriveResult {
+  /** Records acknowledged with delivered(), in that order (first settlement of each delivery only). */
+  delivered: LogRecord[];
+  rejected: RejectedRecord[];
+  /** Records neither delivered nor rejected when run() resolved. */
+  unsettled: LogRecord[];
+  /** Calls to delivered()/rejected() on a delivery that was already settled. */
+  settledTwice: number;
+  /** Settlements after run() had resolved: run() must wait for every delivery it took. */
+  settledAfterRun: number;
+  /** Date.now() when run() resolved. */
+  runEndedAt: number;
+  metrics: Metrics;
+}
+
+export interface DriveOptions {
+  /** Becomes ctx.signal; abort it to stop the sink as the engine does on shutdown. */
+  signal?: AbortSignal;
+  log?: Logger;
+  /**
+   * Runs synchronously inside each first delivered() call, so it sees the world as it is when the
+   * sink acknowledges. It should record, not throw: a throw lands in the sink's own code.
+   */
+  onDelivered?: (record: LogRecord) => void;
+  /** How many batches the records are split into. Default 4. */
+  batches?: number;
+}
+
+/** Progress of a drive still under way, for messages when a sink hangs. */
+interface DriveProgress {
+  delivered: number;
+  rejected: number;
+  total: number;
+}
+
+const JOB_EPOCH = Date.UTC(2026, 0, 1);
+
+/** A finished job, as the job_log_tail source would emit it, with a key set as by path_format. */
+export function jobRecord(id: number, extra: JsonObject = {}): LogRecord {
+  const started = JOB_EPOCH + id * 60_000;
+  const doc: JsonObject = {
+    id,
+    flow_id: 1000 + (id % 17),
+    status: 'succeeded',
+    started_at: new Date(started).toISOString(),
+    finished_at: new Date(started + 1500 + (id % 7) * 100).toISOString(),
+    steps: [{ name: 'build', status: 'succeeded', duration_ms: 1200 + (id % 5) * 10 }],
+    ...extra,
+  };
+  doc.id = id;
+  return {
+    kind: 'job',
+    doc,
+    origin: { source: 'conformance', file: 'conformance.ndjson', offset: id * 256 },
+    key: `conformance/${id}.json`,
+    receivedDigest: contentDigest(doc),
+  };
+}
+
+function startDrive<S extends z.ZodType>(
+  definition: ComponentDefinition<'sink', S>,
+  rawOptions: Record<string, unknown>,
+  records: readonly LogRecord[],
+  opts: DriveOptions = {},
+): { progress: DriveProgress; done: Promise<DriveResult> } {
+  const kind: string = definition.kind;
+  if (kind !== 'sink') throw new TypeError(`driveSink: "${definition.type}" is a ${kind}, not a sink`);
+  const delivered: LogRecord[] = [];
+  const rejected: RejectedRecord[] = [];
+  const settled = new Set<number>();
+  const progress: DriveProgress = { delivered: 0, rejected: 0, total: records.length };
+  let settledTwice = 0;
+  let settledAfterRun = 0;
+  let runEnded = false;
+
+  const settle = (index: number): boolean => {
+    if (settled.has(index)) {
+      settledTwice++;
+      return false;
+    }
+    if (runEnded) settledAfterRun++;
+    settled.add(index);
+    return true;
+  };
+  const deliveries: Delivery[] = records.map((record, index) => ({
+    record,
+    delivered() {
+      if (!settle(index)) return;
+      opts.onDelivered?.(record);
+      delivered.push(record);
+      progress.delivered++;
+    },
+    rejected(reason: string, code?: string) {
+      if (!settle(index)) return;
+      rejected.push({ record, reason, code });
+      progress.rejected++;
+    },
+  }));
+
+  const batchCount = Math.max(1, opts.batches ?? 4);
+  const size = Math.max(1, Math.ceil(deliveries.length / batchCount));
+  async function* input(): AsyncGenerator<Delivery[]> {
+    for (let i = 0; i < deliveries.length; i += size) {
+      // Later batches arrive while the sink works on earlier ones, as from the engine's channel.
+      await nextTurn();
+      yield deliveries.slice(i, i + size);
+    }
+  }
+
+  const done = (async (): Promise<DriveResult> => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'logferry-testkit-'));
+    try {
+      const options = definition.schema.parse(rawOptions) as z.output<S>;
+      const metrics = new Metrics();
+      const ctx: ComponentContext = {
+        id: 'sink-under-test',
+        log: opts.log ?? silentLogger,
+        metrics,
+        signal: opts.signal ?? new AbortController().signal,
+        dataDir,
+      };
+      const sink = await definition.build(options, ctx);
+      let unsettled: LogRecord[];
+      let runEndedAt: number;
+      try {
+        await sink.run(input());
+        runEnded = true;
+        runEndedAt = Date.now();
+        unsettled = records.filter((_, i) => !settled.has(i));
+      } finally {
+        await sink.close?.();
+      }
+      return { delivered, rejected, unsettled, settledTwice, settledAfterRun, runEndedAt, metrics };
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  })();
+  return { progress, done };
+}
+
+/**
+ * Builds the sink as the engine does (schema.parse, then build with a context), feeds it the
+ * records as a few Delivery batches, awaits run(), then close(), and reports how each record settled.
+ */
+export function driveSink<S extends z.ZodType>(
+  definition: ComponentDefinition<'sink', S>,
+  rawOptions: Record<string, unknown>,
+  records: readonly LogRecord[],
+  opts: DriveOptions = {},
+): Promise<DriveResult> {
+  return startDrive(definition, rawOptions, records, opts).done;
+}
+
+const idOf = (record: LogRecord): number => {
+  const id = record.doc.id;
+  if (typeof id !== 'number') throw new Error(`conformance records need a numeric doc.id, got ${JSON.stringify(id)}`);
+  return id;
+};
+
+const sample = (values: readonly (string | number)[], max = 10): string =>
+  values.slice(0, max).join(', ') + (values.length > max ? `, … (${values.length} in all)` : '');
+
+const range = (from: number, count: number): number[] => Array.from({ length: count }, (_, i) => from + i);
+
+interface Rig {
+  proxy: FaultProxy;
+  /** Stops the sink as the engine does on shutdown (aborts ctx.signal). */
+  abort(): void;
+  records: LogRecord[];
+  /** Runs the sink with a deadline, so a hanging sink fails with a message instead of a test timeout. */
+  drive(opts?: Pick<DriveOptions, 'onDelivered'>, deadlineMs?: number): Promise<DriveResult>;
+  /** For a case's onDelivered: ids acknowledged before the proxy had passed their 2xx answer on. */
+  earlyAcks: number[];
+  checkEarlyAck(record: LogRecord): void;
+}
+
+function describeExchanges(proxy: FaultProxy, max = 8): string {
+  return proxy.exchanges
+    .slice(-max)
+    .map((e) => `#${e.index} ${e.method} ${e.url} ids=[${sample(e.ids, 5)}] fault=${e.fault.kind} status=${e.status ?? '-'} ${e.outcome}`)
+    .join('\n  ');
+}
+
+async function withRig<S extends z.ZodType>(subject: SinkUnderTest<S>, plan: FaultPlan, count: number, body: (rig: Rig) => Promise<void>): Promise<void> {
+  const destination = await (subject.destination ?? startReceiver)();
+  let proxy: FaultProxy | undefined;
+  const controller = new AbortController();
+  // A sink with 32 requests in flight rightly has 32 abort listeners on ctx.signal; Node warns past 10.
+  setMaxListeners(1000, controller.signal);
+  try {
+    proxy = await startFaultProxy({ upstream: destination.url, plan });
+    const makeRecord = subject.record ?? ((id: number) => jobRecord(id));
+    const records = range(1, count).map(makeRecord);
+    records.forEach(idOf);
+    const p = proxy;
+    const earlyAcks: number[] = [];
+    const rig: Rig = {
+      proxy: p,
+      abort: () => controller.abort(),
+      records,
+      earlyAcks,
+      checkEarlyAck(record) {
+        const id = idOf(record);
+        if (!p.acknowledgedIds.has(id)) earlyAcks.push(id);
+      },
+      async drive(opts = {}, deadlineMs = 20_000) {
+        const { progress, done } = startDrive(subject.definition, subject.options(p.url), records, {
+          ...opts,
+          signal: controller.signal,
+          log: subject.log ?? silentLogger,
+        });
+        const deadline = new AbortController();
+        const timedOut = sleep(deadlineMs, 'timeout' as const, { signal: deadline.signal }).catch(() => 'cancelled' as const);
+        // The drive goes on in the background after a timeout; its failure must not go unhandled.
+        done.catch(() => undefined);
+        const first = await Promise.race([done, timedOut]);
+        deadline.abort();
+        if (first === 'timeout' || first === 'cancelled') {
+          throw new Error(
+            `run() did not resolve within ${deadlineMs / 1000}s: ${progress.delivered} delivered, ${progress.rejected} rejected, ` +
+              `${progress.total - progress.delivered - progress.rejected} of ${progress.total} still unsettled. Last requests:\n  ${describeExchanges(p)}`,
+          );
+        }
+        return first;
+      },
+    };
+    await body(rig);
+  } finally {
+    // Stops a sink that is still retrying after a failed case, so nothing outlives the case.
+    controller.abort();
+    await proxy?.close();
+    await destination.close();
+  }
+}
+
+/** What every case checks: the Delivery contract itself. */
+function assertContract(result: DriveResult): void {
+  assert.equal(result.settledTwice, 0, `${result.settledTwice} deliveries were settled more than once: call exactly one of delivered()/rejected() per delivery, once`);
+  assert.equal(
+    result.settledAfterRun,
+    0,
+    `${result.settledAfterRun} deliveries were settled after run() had resolved: run() must wait for every delivery it took`,
+  );
+}
+
+function assertAllDelivered(result: DriveResult, records: readonly LogRecord[]): void {
+  assert.equal(
+    result.rejected.length,
+    0,
+    `${result.rejected.length} records were rejected, none should be: ${sample(result.rejected.map((r) => `${idOf(r.record)} (${r.reason})`), 3)}`,
+  );
+  assert.equal(result.unsettled.length, 0, `${result.unsettled.length} records were left unsettled: ids ${sample(result.unsettled.map(idOf))}`);
+  const deliveredIds = new Set(result.delivered.map(idOf));
+  const missing = records.map(idOf).filter((id) => !deliveredIds.has(id));
+  assert.equal(missing.length, 0, `${missing.length} records were never delivered: ids ${sample(missing)}`);
+  assert.equal(result.delivered.length, records.length, `expected ${records.length} deliveries, got ${result.delivered.length}`);
+}
+
+function assertNoEarlyAck(rig: Rig): void {
+  if (rig.earlyAcks.length === 0) return;
+  // Otherwise a body format the proxy cannot read would pass for early acknowledgements.
+  const unreadable = rig.proxy.exchanges.filter((e) => e.acknowledged && e.ids.length === 0).length;
+  const hint =
+    unreadable > 0
+      ? ` (${unreadable} successful requests carried no record id the proxy could read: the kit needs JSON, JSON array or NDJSON bodies whose documents keep the numeric \`id\`)`
+      : '';
+  assert.fail(
+    `${rig.earlyAcks.length} records were acknowledged before the destination's 2xx answer had reached the sink (ids ${sample(rig.earlyAcks)}): ` +
+      `call delivered() only after reading a success answer to the request that carried the record${hint}`,
+  );
+}
+
+/**
+ * The cases every sink must pass, whatever its destination: run each one as a test, e.g. with
+ * vitest `for (const c of sinkConformanceCases(subject)) it(c.name, c.run, c.timeoutMs)`.
+ */
+export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest<S>): ConformanceCase[] {
+  const timeoutMs = subject.requestTimeoutMs ?? 1000;
+  // Past any client timeout that is really `timeoutMs`, even with coarse timers (undici's tick is ~0.5 s).
+  const slowMs = timeoutMs + 1500;
+
+  return [
+    {
+      name: 'delivers every record and acknowledges each exactly once, only after a success answer',
+      timeoutMs: 30_000,
+      run: () =>
+        withRig(subject, faultPlans.none, 200, async (rig) => {
+          const result = await rig.drive({ onDelivered: (r) => rig.checkEarlyAck(r) }, 25_000);
+          assertContract(result);
+          assertNoEarlyAck(rig);
+          assertAllDelivered(result, rig.records);
+        }),
+    },
+    {
+      name: 'retries throttling, dropped connections and slow answers until every record arrives',
+      timeoutMs: 60_000,
+      run: () => {
+        const unavailable: Fault = { kind: 'status', status: 503, retryAfter: '1', body: 'service unavailable (fault proxy)' };
+        // One fault of each kind first, so the case holds for a sink that sends all records in a few requests.
+        const plan = faultPlans.sequence([unavailable, { kind: 'drop' }, { kind: 'delay', ms: slowMs }], faultPlans.mixed({ unavailable: 0.3, drop: 0.05, slow: 0.05, slowMs, seed: 20260101 }));
+        return withRig(subject, plan, 200, async (rig) => {
+          const result = await rig.drive({ onDelivered: (r) => rig.checkEarlyAck(r) }, 55_000);
+          assertContract(result);
+          assertNoEarlyAck(rig);
+          assertAllDelivered(result, rig.records);
+          const { status, drop, delay } = rig.proxy.faultsByKind;
+          assert.ok(status > 0 && drop > 0 && delay > 0, `the proxy should have injected each kind of fault, saw 503: ${status}, drop: ${drop}, delay: ${delay}`);
+        });
+      },
+    },
+    {
+      name: 'a permanent error rejects only the records it concerns',
+      timeoutMs: 30_000,
+      run: () =>
+        withRig(subject, faultPlans.rejectWhen((r) => r.ids.includes(7), 403, 'forbidden by policy'), 30, async (rig) => {
+          const result = await rig.drive({}, 25_000);
+          assertContract(result);
+          assert.equal(result.unsettled.length, 0, `${result.unsettled.length} records were left unsettled: ids ${sample(result.unsettled.map(idOf))}`);
+          const seven = result.rejected.find((r) => idOf(r.record) === 7);
+          assert.ok(seven, `record 7 got a 403 answer but was not rejected${result.delivered.some((r) => idOf(r) === 7) ? ' (it was delivered)' : ''}`);
+          assert.match(seven.reason, /403/, `record 7's rejection reason should name the status 403, got ${JSON.stringify(seven.reason)}`);
+          // Records that shared a request with 7 may go down with it (one answer covers the batch), others may not.
+          const sharedWith7 = new Set(rig.proxy.exchanges.filter((e) => e.ids.includes(7)).flatMap((e) => e.ids));
+          assert.ok(sharedWith7.size > 0, 'no request carried record 7: the proxy found no numeric `id` 7 in any body');
+          const wronglyRejected = result.rejected.map((r) => idOf(r.record)).filter((id) => !sharedWith7.has(id));
+          assert.equal(
+            wronglyRejected.length,
+            0,
+            `records never sent together with record 7 were rejected: ids ${sample(wronglyRejected)} (reason: ${result.rejected.find((r) => idOf(r.record) !== 7)?.reason ?? ''})`,
+          );
+          const deliveredIds = new Set(result.delivered.map(idOf));
+          const notDelivered = rig.records.map(idOf).filter((id) => !sharedWith7.has(id) && !deliveredIds.has(id));
+          assert.equal(notDelivered.length, 0, `records never sent together with record 7 were not delivered: ids ${sample(notDelivered)}`);
+        }),
+    },
+    {
+      name: 'drains on shutdown: stops retrying when aborted, leaving records unacknowledged',
+      timeoutMs: 20_000,
+      run: () =>
+        withRig(subject, faultPlans.always({ kind: 'status', status: 503, retryAfter: '0', body: 'service unavailable (fault proxy)' }), 20, async (rig) => {
+          let abortedAt = 0;
+          const timer = setTimeout(() => {
+            abortedAt = Date.now();
+            rig.abort();
+          }, 300);
+          let result: DriveResult;
+          try {
+            result = await rig.drive({}, 300 + 5_000);
+          } catch (err) {
+            throw new Error(`run() must resolve within 5 s of the abort (retries must end on ctx.signal): ${(err as Error).message}`);
+          } finally {
+            clearTimeout(timer);
+          }
+          assertContract(result);
+          assert.ok(abortedAt > 0, 'run() resolved before the abort although every answer was a 503: the sink gave up on its own');
+          assert.ok(result.runEndedAt - abortedAt <= 5_000, `run() resolved ${result.runEndedAt - abortedAt} ms after the abort; the limit is 5000 ms`);
+          assert.ok(rig.proxy.requests > 0, 'the sink sent no request at all, so this case proves nothing');
+          assert.equal(
+            result.delivered.length,
+            0,
+            `${result.delivered.length} records were acknowledged although every answer was a 503: ids ${sample(result.delivered.map(idOf))}`,
+          );
+          assert.equal(
+            result.rejected.length,
+            0,
+            `${result.rejected.length} records were rejected on shutdown; they must stay unsettled so they are read again after a restart (reason: ${result.rejected[0]?.reason ?? ''})`,
+          );
+          const after = rig.proxy.requests;
+          await sleep(300);
+          assert.equal(rig.proxy.requests, after, `the sink sent ${rig.proxy.requests - after} more requests after run() and close() had resolved`);
+        }),
+    },
+  ];
+}

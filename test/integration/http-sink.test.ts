@@ -1,0 +1,84 @@
+import { describe, expect, it } from 'vitest';
+import { httpSink } from '../../src/sinks/http.js';
+import { driveSink, jobRecord, sinkConformanceCases, startReceiver } from '../../src/testkit/index.js';
+
+const fast = { request: { timeout_ms: 1000 }, retry: { initial_backoff_ms: 10, max_backoff_ms: 200, max_duration_s: 60 } };
+
+describe('http sink', () => {
+  for (const [label, extra] of [
+    ['ndjson batches, gzip', { encoding: 'ndjson', compression: 'gzip', batch: { max_events: 25, timeout_ms: 20 } }],
+    ['one JSON document per request', { encoding: 'json' }],
+  ] as const) {
+    const subject = { definition: httpSink, options: (url: string) => ({ uri: url, ...fast, ...extra }) };
+    for (const c of sinkConformanceCases(subject)) it(`${label}: ${c.name}`, c.run, c.timeoutMs);
+  }
+
+  it('never builds a batch above max_bytes, except a single larger record sent alone', async () => {
+    const receiver = await startReceiver();
+    try {
+      const sizes = [100, 3000, 100, 20_000, 100, 100, 5000, 5000, 5000, 100];
+      const records = sizes.map((size, i) => jobRecord(i + 1, { pad: 'y'.repeat(size) }));
+      const result = await driveSink(httpSink, { uri: receiver.url, batch: { max_bytes: 8192, max_events: 100, timeout_ms: 20 }, ...fast }, records);
+      expect(result.delivered).toHaveLength(sizes.length);
+      for (const request of receiver.requests) {
+        const lines = request.body.toString().trimEnd().split('\n');
+        if (request.body.length > 8192) expect(lines).toHaveLength(1);
+      }
+      expect(receiver.requests.some((r) => r.body.length > 8192)).toBe(true);
+      expect(receiver.ids().sort((a, b) => a - b)).toEqual(records.map((r) => r.doc.id));
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('sends the configured headers, basic auth and content type, and honours max_events', async () => {
+    const receiver = await startReceiver();
+    try {
+      const records = Array.from({ length: 10 }, (_, i) => jobRecord(i + 1));
+      await driveSink(
+        httpSink,
+        { uri: `${receiver.url}/in`, method: 'PUT', headers: { 'X-Team': 'data' }, auth: { strategy: 'basic', user: 'u', password: 'p w' }, batch: { max_events: 4, timeout_ms: 20 }, ...fast },
+        records,
+      );
+      expect(receiver.requests.map((r) => r.body.toString().trimEnd().split('\n').length).every((n) => n <= 4)).toBe(true);
+      const first = receiver.requests[0]!;
+      expect(first.method).toBe('PUT');
+      expect(first.url).toBe('/in');
+      expect(first.headers['x-team']).toBe('data');
+      expect(first.headers['content-type']).toBe('application/x-ndjson');
+      expect(first.headers.authorization).toBe(`Basic ${Buffer.from('u:p w').toString('base64')}`);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('waits as long as Retry-After asks before trying again', async () => {
+    let calls = 0;
+    const times: number[] = [];
+    const receiver = await startReceiver({
+      respond: () => {
+        times.push(Date.now());
+        return calls++ === 0 ? { status: 429, headers: { 'retry-after': '1' }, body: 'slow down' } : undefined;
+      },
+    });
+    try {
+      const result = await driveSink(httpSink, { uri: receiver.url, encoding: 'json', ...fast }, [jobRecord(1)]);
+      expect(result.delivered).toHaveLength(1);
+      expect(times).toHaveLength(2);
+      expect(times[1]! - times[0]!).toBeGreaterThanOrEqual(950);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it('gives up after max_duration_s and rejects with the last reason', async () => {
+    const receiver = await startReceiver({ respond: () => ({ status: 503, body: 'maintenance' }) });
+    try {
+      const result = await driveSink(httpSink, { uri: receiver.url, encoding: 'json', request: { timeout_ms: 500 }, retry: { initial_backoff_ms: 10, max_backoff_ms: 50, max_duration_s: 0.5 } }, [jobRecord(1)]);
+      expect(result.rejected).toHaveLength(1);
+      expect(result.rejected[0]!.reason).toMatch(/gave up after .*HTTP 503.*maintenance/);
+    } finally {
+      await receiver.close();
+    }
+  });
+});
