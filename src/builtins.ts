@@ -2,6 +2,7 @@ import { ComponentRegistry } from './registry.js';
 import { consoleSink } from './sinks/console.js';
 import { fileSink } from './sinks/file.js';
 import { httpSink } from './sinks/http.js';
+import { s3Sink } from './sinks/s3.js';
 import { jobLogTailSource } from './sources/job-log-tail.js';
 import { pathFormatTransform } from './transforms/path-format.js';
 import { redactTransform } from './transforms/redact.js';
@@ -19,6 +20,7 @@ export function builtinRegistry(): ComponentRegistry {
     fileSink as unknown as ComponentDefinition,
     consoleSink as unknown as ComponentDefinition,
     httpSink as unknown as ComponentDefinition,
+    s3Sink as unknown as ComponentDefinition,
   ];
   for (const definition of all) registry.register(definition);
   return registry;

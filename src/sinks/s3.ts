@@ -1,0 +1,455 @@
+import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { promisify } from 'node:util';
+import { gzip as gzipCallback } from 'node:zlib';
+import { PutObjectCommand, S3Client, type PutObjectCommandInput, type StorageClass } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { z } from 'zod';
+import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
+import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
+import { serializeRecord } from './serialize.js';
+
+const gzip = promisify(gzipCallback);
+
+/** S3 refuses multipart parts below 5 MiB (except the last one). */
+const MIN_PART_BYTES = 5 * 1024 * 1024;
+/** Largest object a single PutObject may carry. */
+const MAX_PUT_BYTES = 5 * 1024 * 1024 * 1024;
+/** Parts of one multipart upload sent at the same time. */
+const PART_QUEUE_SIZE = 4;
+/** A dead endpoint should be noticed (and retried) well before a whole request_timeout_ms has passed. */
+const MAX_CONNECT_TIMEOUT_MS = 10_000;
+/** At most one "retrying" line per this interval: an outage otherwise logs once per record in flight. */
+const RETRY_LOG_INTERVAL_MS = 1000;
+const FALLBACK_REGION = 'us-east-1';
+
+const STORAGE_CLASSES = [
+  'STANDARD',
+  'REDUCED_REDUNDANCY',
+  'STANDARD_IA',
+  'ONEZONE_IA',
+  'INTELLIGENT_TIERING',
+  'GLACIER',
+  'GLACIER_IR',
+  'DEEP_ARCHIVE',
+  'OUTPOSTS',
+  'SNOW',
+  'EXPRESS_ONEZONE',
+] as const satisfies readonly StorageClass[];
+
+const s3RetrySchema = retrySchema
+  .extend({
+    max_backoff_ms: z.number().int().positive().default(20_000).describe('Largest delay between two attempts.'),
+  })
+  .prefault({})
+  .describe('Backoff for throttling (503 SlowDown), 5xx, timeouts and connection errors; after max_duration_s the record goes to the dead letters.');
+
+export const s3SinkSchema = z
+  .object({
+    bucket: z
+      .string()
+      .min(1)
+      .regex(/^[^/\s]+$/, 'expected a bucket name only, without s3:// or slashes (use prefix for a folder)')
+      .describe('Bucket that receives each record as an object at {prefix}{key}.'),
+    region: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("The bucket's region. Default: AWS_REGION, AWS_DEFAULT_REGION or the profile's region, else us-east-1."),
+    prefix: z
+      .string()
+      .default('')
+      .refine((p) => !p.startsWith('/'), 'must not start with "/": S3 keys have no leading slash')
+      .describe('Prepended to every key verbatim, e.g. "logs/" (include the trailing slash for a folder).'),
+    endpoint: z
+      .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+      .optional()
+      .describe('URL of an S3-compatible store (MinIO, Ceph, R2…); empty for AWS S3.'),
+    force_path_style: z
+      .boolean()
+      .default(false)
+      .describe('Address buckets as {endpoint}/{bucket} instead of {bucket}.{endpoint}; most S3-compatible stores need it.'),
+    compression: z.enum(['none', 'gzip']).default('none').describe('gzip stores the objects compressed, with Content-Encoding: gzip.'),
+    gzip_suffix: z.boolean().default(false).describe('Append ".gz" to the key of gzip-compressed objects.'),
+    storage_class: z.enum(STORAGE_CLASSES).default('STANDARD').describe('S3 storage class of the objects.'),
+    server_side_encryption: z
+      .enum(['none', 'AES256', 'aws:kms'])
+      .default('none')
+      .describe('Encryption at rest requested per object (none: the bucket default applies).'),
+    kms_key_id: z.string().min(1).optional().describe('KMS key id or ARN for server_side_encryption aws:kms (default: the aws/s3 key).'),
+    concurrency: z.number().int().min(1).max(1024).default(32).describe('Requests in flight at most.'),
+    multipart_threshold_bytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_PUT_BYTES)
+      .default(8 * 1024 * 1024)
+      .describe('Bodies larger than this (and than 5 MiB, the smallest part S3 accepts) are uploaded in parts of this size.'),
+    request_timeout_ms: z
+      .number()
+      .int()
+      .min(1)
+      .default(30_000)
+      .describe('One request (or one part) that takes longer than this is a failed attempt, retried.'),
+    retry: s3RetrySchema,
+  })
+  .strict()
+  .superRefine((options, ctx) => {
+    if (options.kms_key_id !== undefined && options.server_side_encryption !== 'aws:kms') {
+      ctx.addIssue({ code: 'custom', path: ['kms_key_id'], message: 'kms_key_id needs server_side_encryption: aws:kms' });
+    }
+    if (options.gzip_suffix && options.compression !== 'gzip') {
+      ctx.addIssue({ code: 'custom', path: ['gzip_suffix'], message: 'gzip_suffix needs compression: gzip' });
+    }
+  });
+
+export type S3SinkOptions = z.output<typeof s3SinkSchema>;
+
+/** The parts of an AWS SDK error (or a Node network error) that tell what went wrong. */
+interface S3ErrorLike {
+  name?: unknown;
+  message?: unknown;
+  code?: unknown;
+  Region?: unknown;
+  $metadata?: { httpStatusCode?: unknown };
+  $response?: { headers?: Record<string, string | undefined> };
+}
+
+const RETRYABLE_NAMES = new Set([
+  'SlowDown',
+  'ThrottlingException',
+  'Throttling',
+  'ThrottledException',
+  'RequestThrottled',
+  'TooManyRequestsException',
+  'RequestLimitExceeded',
+  'BandwidthLimitExceeded',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'InternalError',
+  'ServiceUnavailable',
+  'OperationAborted',
+  'TimeoutError',
+  'AbortError',
+]);
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+]);
+
+const CREDENTIAL_NAMES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken', 'ExpiredToken', 'TokenRefreshRequired', 'InvalidSecurity']);
+const REGION_NAMES = new Set(['PermanentRedirect', 'AuthorizationHeaderMalformed', 'IllegalLocationConstraintException']);
+
+const CHECK_CREDENTIALS =
+  'check the credentials: the default chain reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), then AWS_PROFILE, then the container or instance role';
+
+/**
+ * Turns a failed request into a verdict: throttling, 5xx, timeouts and network errors are retried
+ * (honouring Retry-After); any other 4xx would fail the same way again, so the record is rejected
+ * with a reason that says what to check. Reasons carry names and statuses, never credentials.
+ */
+export function classifyS3Error(err: unknown, bucket: string, key: string, region: string): Verdict {
+  const e: S3ErrorLike = typeof err === 'object' && err !== null ? (err as S3ErrorLike) : { message: String(err) };
+  const name = typeof e.name === 'string' && e.name ? e.name : 'Error';
+  const message = typeof e.message === 'string' ? e.message : '';
+  const code = typeof e.code === 'string' ? e.code : undefined;
+  const status = typeof e.$metadata?.httpStatusCode === 'number' ? e.$metadata.httpStatusCode : undefined;
+
+  if (name === 'CredentialsProviderError') {
+    return { kind: 'permanent', reason: `no AWS credentials found (${message || name}): ${CHECK_CREDENTIALS}` };
+  }
+  if (status === undefined) {
+    // Without an HTTP answer the request never reached S3 or broke off: another try may well work.
+    // The SDK renames ECONNRESET and EPIPE to TimeoutError; the code says more about what happened.
+    if (code && code !== 'ETIMEDOUT' && NETWORK_CODES.has(code)) return { kind: 'retry', reason: `${code}: ${message}` };
+    if (name === 'TimeoutError' || code === 'ETIMEDOUT') return { kind: 'retry', reason: `TimeoutError: ${message || 'the request timed out'}` };
+    return { kind: 'retry', reason: `${name}${code ? ` ${code}` : ''}: ${message || 'no answer from the server'}` };
+  }
+
+  const head = `${status} ${name}`;
+  // A 2xx that is still an error is a reply the SDK could not read (a proxy's page, a cut-off body).
+  if (isRetryableStatus(status) || RETRYABLE_NAMES.has(name) || status < 300) {
+    return { kind: 'retry', reason: message ? `${head}: ${message}` : head, afterMs: parseRetryAfter(e.$response?.headers?.['retry-after']) };
+  }
+  return { kind: 'permanent', reason: `${head}: ${explainPermanent(name, status, message, bucket, key, region, e)}` };
+}
+
+function explainPermanent(name: string, status: number, message: string, bucket: string, key: string, region: string, e: S3ErrorLike): string {
+  if (name === 'AccessDenied' || name === 'AllAccessDisabled') {
+    return `check the credentials (AWS_ACCESS_KEY_ID/profile/role) and that the bucket policy allows s3:PutObject on ${bucket}/${key}${message ? ` (${message})` : ''}`;
+  }
+  if (CREDENTIAL_NAMES.has(name)) return `the credentials were refused — ${CHECK_CREDENTIALS}`;
+  if (name === 'RequestTimeTooSkewed') return "the system clock differs from the server's by more than 15 minutes — fix the clock (NTP)";
+  if (name === 'NoSuchBucket') return `bucket "${bucket}" does not exist in region ${region} — check bucket and region`;
+  if (REGION_NAMES.has(name) || status === 301 || status === 307) {
+    const actual = typeof e.Region === 'string' ? e.Region : e.$response?.headers?.['x-amz-bucket-region'];
+    return `the bucket "${bucket}" is in another region than ${region}${actual ? ` (${actual})` : ''} — set region`;
+  }
+  if (name === 'InvalidDigest' || name === 'BadDigest') return 'the body changed in transit (its Content-MD5 did not match) — check proxies between logferry and the store';
+  if (name === 'InvalidStorageClass') return 'the store does not accept this storage_class — check storage_class';
+  if (name.startsWith('KMS.')) return `check kms_key_id and that the credentials may use the key (kms:GenerateDataKey)${message ? ` (${message})` : ''}`;
+  if (name === 'InvalidRequest' || name === 'InvalidArgument' || name === 'InvalidEncryptionAlgorithmError') {
+    return `${message || 'the store refused the request'} — check storage_class, server_side_encryption and kms_key_id`;
+  }
+  if (name === 'InvalidBucketName') return `"${bucket}" is not a valid bucket name — check bucket`;
+  if (name === 'KeyTooLongError') return `the key ${shorten(key)} is longer than 1024 bytes — shorten prefix or the path_format template`;
+  if (name === 'EntityTooLarge') return 'the object is larger than the store accepts in one request — lower multipart_threshold_bytes';
+  if (status === 404) return `${message || 'not found'} — check bucket, endpoint and force_path_style`;
+  return message || 'the store refused the request';
+}
+
+function shorten(key: string): string {
+  return key.length > 60 ? `${key.slice(0, 60)}…` : key;
+}
+
+function errorKind(err: unknown): string {
+  const e = (typeof err === 'object' && err !== null ? err : {}) as S3ErrorLike;
+  return `${String(e.$metadata?.httpStatusCode ?? '')} ${String(e.name ?? 'Error')}`;
+}
+
+/** The region when the options do not name one: the environment, then the SDK's profile, then us-east-1. */
+async function defaultRegion(): Promise<string> {
+  const fromEnv = process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION;
+  if (fromEnv) return fromEnv;
+  // A bare client resolves the region the SDK way (AWS_PROFILE and the config file) without us
+  // re-implementing it; it throws "Region is missing" when nothing is configured.
+  const probe = new S3Client({});
+  try {
+    return await probe.config.region();
+  } catch {
+    return FALLBACK_REGION;
+  } finally {
+    probe.destroy();
+  }
+}
+
+/**
+ * Puts each record as one object at `{prefix}{key}`. Keys are deterministic, so a redelivery after
+ * a crash overwrites the object with the same bytes instead of adding a duplicate.
+ */
+class S3Sink implements Sink {
+  private readonly client: S3Client;
+  private readonly limit: ConcurrencyLimit;
+  private readonly partSize: number;
+  private readonly warnedAbout = new Set<string>();
+  /** Follows ctx.signal; each request and retry wait listens to this one instead of the pipeline's. */
+  private readonly stop = new AbortController();
+  private readonly onStop = (): void => this.stop.abort(this.ctx.signal.reason);
+  private uploaded = 0;
+  private lastRetryLog = 0;
+  private retriesNotLogged = 0;
+
+  constructor(
+    private readonly options: S3SinkOptions,
+    private readonly ctx: ComponentContext,
+    private readonly region: string,
+  ) {
+    this.limit = new ConcurrencyLimit(options.concurrency);
+    if (ctx.signal.aborted) this.stop.abort(ctx.signal.reason);
+    else ctx.signal.addEventListener('abort', this.onStop, { once: true });
+    // Each record in flight listens for the stop at most twice (its request and its retry wait);
+    // Node's default limit of 10 would warn about a leak at any concurrency above 5.
+    setMaxListeners(options.concurrency * 2 + 10, this.stop.signal);
+    this.partSize = Math.max(MIN_PART_BYTES, options.multipart_threshold_bytes);
+    const agent = { keepAlive: true, maxSockets: options.concurrency * PART_QUEUE_SIZE };
+    this.client = new S3Client({
+      region,
+      endpoint: options.endpoint,
+      forcePathStyle: options.force_path_style,
+      // retryUntilFinal owns retries (backoff, max_duration_s, shutdown); SDK retries would multiply them.
+      maxAttempts: 1,
+      // Single PUTs carry Content-MD5 and parts an explicit CRC32; the SDK default would hash every body twice.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      requestHandler: new NodeHttpHandler({
+        connectionTimeout: Math.min(options.request_timeout_ms, MAX_CONNECT_TIMEOUT_MS),
+        requestTimeout: options.request_timeout_ms,
+        // Without it the SDK only logs a warning when requestTimeout passes and keeps waiting.
+        throwOnRequestTimeout: true,
+        socketTimeout: options.request_timeout_ms,
+        httpAgent: agent,
+        httpsAgent: agent,
+      }),
+    });
+    this.makeAbortBestEffort();
+  }
+
+  /**
+   * When a part fails, Upload aborts the multipart upload and, if that abort fails too, throws the
+   * abort's error instead of the part's: a 503 on a part would then be judged by whatever the abort
+   * got (a 405 from stores without AbortMultipartUpload, or the same outage). Turning a failed abort
+   * into a warning keeps the part's error, which is the one that says whether to retry.
+   */
+  private makeAbortBestEffort(): void {
+    this.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName !== 'AbortMultipartUploadCommand') return next(args);
+        try {
+          return await next(args);
+        } catch (err) {
+          const key = (args.input as { Key?: string }).Key;
+          this.ctx.log.warn('could not abort a failed multipart upload; its parts stay billed until a lifecycle rule (AbortIncompleteMultipartUpload) removes them', {
+            bucket: this.options.bucket,
+            key,
+            error: errorKind(err).trim(),
+          });
+          return { output: { $metadata: {} }, response: undefined };
+        }
+      },
+      { step: 'initialize', name: 'logferryBestEffortMultipartAbort' },
+    );
+  }
+
+  async run(input: AsyncIterable<Delivery[]>): Promise<void> {
+    for await (const batch of input) {
+      for (const delivery of batch) {
+        const key = delivery.record.key;
+        if (!key) {
+          delivery.rejected('record has no key: put a path_format transform before this sink', 'LF_RECORD_NO_KEY');
+          continue;
+        }
+        await this.limit.run(() => this.deliver(delivery, key));
+      }
+    }
+    await this.limit.drain();
+  }
+
+  private async deliver(delivery: Delivery, recordKey: string): Promise<void> {
+    const gzipped = this.options.compression === 'gzip';
+    const key = this.options.prefix + recordKey + (gzipped && this.options.gzip_suffix ? '.gz' : '');
+    try {
+      const json = Buffer.from(serializeRecord(delivery.record));
+      const body = gzipped ? await gzip(json) : json;
+      const md5 = body.length > this.partSize ? undefined : md5Base64(body);
+      const verdict = await retryUntilFinal(() => this.put(key, body, md5), {
+        retry: this.options.retry,
+        signal: this.stop.signal,
+        onRetry: (reason, attempt, delayMs) => this.logRetry(key, reason, attempt, delayMs),
+      });
+      // On shutdown the record stays unacknowledged: it is read again after the restart.
+      if (verdict === 'aborted') return;
+      if (verdict.kind === 'ok') {
+        this.uploaded++;
+        this.ctx.metrics.bytesOut += body.length;
+      } else if (verdict.kind === 'permanent' && verdict.reason.startsWith('gave up')) {
+        this.warnOnce('gave up', key, verdict.reason);
+      }
+      settleAll([delivery], verdict);
+    } catch (err) {
+      // Only a bug gets here (put() turns every request failure into a verdict); the ConcurrencyLimit must not see a rejection.
+      delivery.rejected(`s3 sink failed on ${key}: ${(err as Error).message}`, 'LF_SINK_REJECTED');
+    }
+  }
+
+  /** One attempt; `md5` is set for bodies small enough for a single PUT. */
+  private async put(key: string, body: Buffer, md5: string | undefined): Promise<Verdict> {
+    const params: PutObjectCommandInput = {
+      Bucket: this.options.bucket,
+      Key: key,
+      Body: body,
+      ContentType: 'application/json',
+      ContentEncoding: this.options.compression === 'gzip' ? 'gzip' : undefined,
+      // STANDARD is S3's default; leaving the header out keeps stores that know no storage classes happy.
+      StorageClass: this.options.storage_class === 'STANDARD' ? undefined : this.options.storage_class,
+      ServerSideEncryption: this.options.server_side_encryption === 'none' ? undefined : this.options.server_side_encryption,
+      SSEKMSKeyId: this.options.kms_key_id,
+    };
+    this.ctx.metrics.count(this.ctx.id, 'attempts');
+    try {
+      if (md5 === undefined) await this.putInParts(params);
+      else await this.client.send(new PutObjectCommand({ ...params, ContentMD5: md5 }), { abortSignal: this.stop.signal });
+      return { kind: 'ok' };
+    } catch (err) {
+      if (this.stop.signal.aborted) return { kind: 'retry', reason: 'stopping' };
+      const verdict = classifyS3Error(err, this.options.bucket, key, this.region);
+      if (verdict.kind === 'permanent') this.warnOnce(errorKind(err), key, verdict.reason);
+      return verdict;
+    }
+  }
+
+  /**
+   * Large bodies go up in parts: each part is a request of bounded size (so request_timeout_ms
+   * stays meaningful) and S3 checks a CRC32 per part. Content-MD5 of the whole body would be wrong
+   * on every part, so it is not sent here. A failed upload is aborted so no parts are left behind.
+   */
+  private async putInParts(params: PutObjectCommandInput): Promise<void> {
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort();
+    // Upload assigns `onabort` of the signal it is given, so uploads cannot share one controller.
+    this.stop.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      const upload = new Upload({
+        client: this.client,
+        params: { ...params, ChecksumAlgorithm: 'CRC32' },
+        partSize: this.partSize,
+        queueSize: PART_QUEUE_SIZE,
+        leavePartsOnError: false,
+        abortController: controller,
+      });
+      await upload.done();
+    } finally {
+      this.stop.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private logRetry(key: string, reason: string, attempt: number, delayMs: number): void {
+    this.ctx.metrics.count(this.ctx.id, 'retries');
+    const now = Date.now();
+    if (now - this.lastRetryLog < RETRY_LOG_INTERVAL_MS) {
+      this.retriesNotLogged++;
+      return;
+    }
+    this.lastRetryLog = now;
+    const others = this.retriesNotLogged;
+    this.retriesNotLogged = 0;
+    this.ctx.log.warn('upload failed; retrying', {
+      bucket: this.options.bucket,
+      key,
+      reason,
+      attempt,
+      retry_in_ms: delayMs,
+      other_retries: others > 0 ? others : undefined,
+    });
+  }
+
+  private warnOnce(kind: string, key: string, reason: string): void {
+    if (this.warnedAbout.has(kind)) return;
+    this.warnedAbout.add(kind);
+    this.ctx.log.warn('S3 refused a record for good; it goes to the dead letters (further errors of this kind are not logged)', {
+      bucket: this.options.bucket,
+      key,
+      reason,
+    });
+  }
+
+  async close(): Promise<void> {
+    this.ctx.signal.removeEventListener('abort', this.onStop);
+    this.client.destroy();
+    if (this.uploaded > 0) {
+      this.ctx.log.info(`uploaded ${this.uploaded} objects to s3://${this.options.bucket}/${this.options.prefix}`, { region: this.region });
+    }
+  }
+}
+
+function md5Base64(body: Buffer): string {
+  return createHash('md5').update(body).digest('base64');
+}
+
+export const s3Sink: ComponentDefinition<'sink', typeof s3SinkSchema> = {
+  kind: 'sink',
+  type: 's3',
+  description: 'Puts each record as one JSON object at s3://{bucket}/{prefix}{key} (AWS S3 or an S3-compatible store).',
+  schema: s3SinkSchema,
+  requiresKey: true,
+  build: async (options, ctx) => new S3Sink(options, ctx, options.region ?? (await defaultRegion())),
+};
