@@ -16,6 +16,7 @@ import { keyForDocument } from '../records/keys.js';
 import { loadPlugins } from '../plugin/load.js';
 import { pathFormatSchema } from '../transforms/path-format.js';
 import { StatusReporter } from './status.js';
+import { parse as parseYaml } from 'yaml';
 
 export const EXIT = { ok: 0, runtime: 1, usage: 2, config: 78 } as const;
 
@@ -160,7 +161,18 @@ async function commandValidate(options: CliOptions): Promise<number> {
 /** With -c, the schema also knows the components of the file's plugins. */
 async function commandSchema(options: CliOptions): Promise<number> {
   const registry = builtinRegistry();
-  if (options.config) await loadConfig(options.config, registry, { loadPlugins });
+  if (options.config) {
+    // Only the plugins matter here: the schema is what lets an editor fix the rest of the file.
+    const text = await readFile(options.config, 'utf8').catch((err: unknown) => {
+      throw new LogferryError('LF_CONFIG_READ', `cannot read ${options.config}: ${(err as Error).message}`);
+    });
+    const parsed: unknown = parseYaml(text);
+    const plugins = (parsed as { plugins?: unknown } | null)?.plugins;
+    if (Array.isArray(plugins) && plugins.every((p) => typeof p === 'string')) {
+      const problems = await loadPlugins(plugins, options.config, registry);
+      if (problems.length > 0) throw new ConfigError(options.config, problems);
+    }
+  }
   process.stdout.write(JSON.stringify(pipelineJsonSchema(registry), null, 2) + '\n');
   return EXIT.ok;
 }

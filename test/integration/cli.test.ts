@@ -1,5 +1,5 @@
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
 
@@ -31,7 +31,14 @@ describe('CLI basics', () => {
     const text = result.stdout;
     const schema = JSON.parse(text) as Record<string, unknown>;
     expect(schema).toHaveProperty('properties');
-    for (const type of ['job_log_tail', 'select', 'redact', 'path_format', 'file', 'console']) expect(text).toContain(`"${type}"`);
+    for (const type of ['job_log_tail', 'select', 'redact', 'path_format', 'file', 'console', 'http', 's3']) expect(text).toContain(`"${type}"`);
+    expect(text).not.toContain('"sumo_logic"');
+    // With -c, the plugins the file names add their types, even while the rest of the file is broken.
+    const plugin = resolve(import.meta.dirname, '../../plugins/sumologic');
+    const config = await writePipeline(dir, `plugins: [${JSON.stringify(plugin)}]\nsources: {}\nsinks: { broken: 1 }\n`);
+    const withPlugins = await runCli(['schema', '-c', config], { cwd: dir });
+    expect(withPlugins.code, withPlugins.stderr).toBe(0);
+    expect(withPlugins.stdout).toContain('"sumo_logic"');
   });
 
   it('reports config errors as FILE:LINE:COL: path: message and exits 78', async () => {
