@@ -28,6 +28,7 @@ Usage:
   logferry schema [-c FILE]            print the JSON Schema of pipeline files (for editors; -c adds its plugins' types)
   logferry key [-c FILE] DOC.json...   print the key each document would get
   logferry dead-letter list -c FILE    show the dead letters grouped by reason (--json for raw entries)
+  logferry bench [--help]              measure throughput, latency, CPU and memory; --plan sizes a deployment
 
 Options:
   -c, --config FILE      pipeline YAML
@@ -235,6 +236,8 @@ async function commandDeadLetter(options: CliOptions): Promise<number> {
 export async function main(argv: string[]): Promise<number> {
   let options;
   try {
+    // The benchmark has options of its own; loaded only when asked for.
+    if (argv[0] === 'bench') return await (await import('../../bench/run.js')).benchMain(argv.slice(1));
     options = parseCli(argv);
     if (options.version) {
       process.stdout.write(`logferry ${version()}\n`);

@@ -40,9 +40,10 @@ type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind
  */
 export class Finalizer {
   private refs = 1;
+  readonly startedAt = performance.now();
   constructor(
     private readonly bytes: number,
-    private readonly done: (bytes: number) => void,
+    private readonly done: (bytes: number, startedAt: number) => void,
     private readonly onFinal: () => void,
   ) {}
 
@@ -52,7 +53,7 @@ export class Finalizer {
 
   release(): void {
     if (--this.refs === 0) {
-      this.done(this.bytes);
+      this.done(this.bytes, this.startedAt);
       this.onFinal();
     }
   }
@@ -278,12 +279,13 @@ export class Pipeline {
     this.inFlight++;
     this.metrics.recordsIn++;
     this.metrics.bytesIn += bytes;
-    const finalizer = new Finalizer(bytes, (b) => this.finished(b), onFinal);
+    const finalizer = new Finalizer(bytes, (b, startedAt) => this.finished(b, startedAt), onFinal);
     this.dispatch(sourceId, record, finalizer);
     finalizer.release();
   }
 
-  private finished(bytes: number): void {
+  private finished(bytes: number, startedAt: number): void {
+    this.metrics.latency.record(performance.now() - startedAt);
     this.budget.release(bytes);
     if (--this.inFlight === 0) {
       const waiters = this.drainWaiters;

@@ -64,6 +64,7 @@ describe('rotation under load', () => {
     // The copies keep the base name, so they match too: what the live file lost, its copy still has.
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, 'app.ndjson*'), out }));
     const running = startCli(['run', '-c', config], { cwd: dir });
+    await waitFor(() => running.stderr().includes('running'), 10_000, 'the CLI to start');
     const first = 3_000_000;
     const total = 3000;
     let next = first;
@@ -73,6 +74,9 @@ describe('rotation under load', () => {
         next += 50;
         await sleep(3);
       }
+      // A truncate is only visible to a reader that had read something: wait for the first job of the round.
+      const roundStart = next - 500;
+      await waitFor(() => missingKeys(out, roundStart, 1).length === 0, 20_000, 'the round to be read');
       await copyFile(live, join(logs, `app.ndjson.${round}`));
       await truncate(live, 0);
     }
