@@ -324,7 +324,7 @@ export function plan(report: BenchReport, input: PlanInput, sink: SinkName = 'ht
     `load: ${input.jobsPerMinute} jobs/min of ${input.avgKb} kB = ${needed.toFixed(1)} MiB/s (${(input.jobsPerMinute / 60).toFixed(0)} records/s)`,
     `measured: ${rate.toFixed(1)} MiB/s per instance to ${sink} at ${input.avgKb} kB per document (interpolated from ${pool.map((r) => r.scenario).join(', ')}), using ${cores.toFixed(2)} cores`,
     `headroom: ${(input.headroom * 100).toFixed(0)}% (an instance is planned at ${usable.toFixed(1)} MiB/s, to absorb bursts and catch up after an outage)`,
-    `answer: ${instances} instance${instances === 1 ? '' : 's'} x ${coresPerInstance} core${coresPerInstance === 1 ? '' : 's'} = ${instances * coresPerInstance} core${instances * coresPerInstance === 1 ? "" : "s"}` +
+    `answer: ${instances} instance${instances === 1 ? '' : 's'} x ${coresPerInstance} core${coresPerInstance === 1 ? '' : 's'} = ${instances * coresPerInstance} core${instances * coresPerInstance === 1 ? '' : 's'}` +
       (instances > 1 ? ' (several instances share the input only with a shared source, e.g. the NATS JetStream source of the roadmap)' : ''),
     `figures from: ${report.command} on ${report.machine.cpus} x ${report.machine.model}, ${report.startedAt}`,
   ].join('\n');
