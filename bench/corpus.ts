@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
+import { mulberry32 } from '../src/testkit/random.js';
 
 /** Payload sizes of the scenarios, in bytes per job document. */
 export const PAYLOADS = { '1k': 1024, '10k': 10 * 1024, '100k': 100 * 1024, '1m': 1024 * 1024 } as const;
@@ -13,18 +14,6 @@ const MIX: [PayloadName, number][] = [
   ['100k', 0.08],
   ['1m', 0.02],
 ];
-
-/** Deterministic PRNG (mulberry32): the same corpus on every run, so runs compare. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = 'order invoice customer shipment account status pending approved amount currency region email update record sync batch'.split(' ');
 
@@ -89,7 +78,7 @@ export interface Corpus {
 
 /** Writes about `targetBytes` of NDJSON job documents for a scenario. */
 export async function writeCorpus(path: string, scenario: ScenarioName, targetBytes: number, seed = 42): Promise<Corpus> {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const out = createWriteStream(path);
   let bytes = 0;
   let records = 0;

@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { Agent, createServer, request as httpRequest, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { mulberry32 } from './random.js';
 import { closeServer, decodeBody, documentIds, listenLocal, parseDocuments, readBody } from './receiver.js';
 
 /** What the proxy does with one request. */
@@ -240,18 +241,6 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
       agent.destroy();
       await closed;
     },
-  };
-}
-
-/** mulberry32: tiny, seedable, good enough to spread faults; Math.random would make failures unrepeatable. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
