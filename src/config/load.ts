@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { z } from 'zod';
+import { poolSchema } from '../engine/record-pool.js';
 import type { ComponentKind } from '../engine/types.js';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import type { ComponentRegistry } from '../registry.js';
@@ -40,6 +41,9 @@ export const pipelineSchema = z
       })
       .strict()
       .default({ max_bytes: 64 * MiB }),
+    pool: poolSchema
+      .prefault({})
+      .describe('Worker threads for large records (parse, mask, key, serialize off the main thread).'),
     shutdown_timeout: durationSchema.prefault(30).describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m.'),
     checkpoint_interval_ms: z.number().int().positive().default(1000).describe('How often acknowledged positions are saved.'),
     status_interval_ms: z.number().int().positive().default(10_000).describe('How often the status line is logged.'),
@@ -163,6 +167,7 @@ export async function parseConfigText(
     file,
     dataDir: resolve(options.cwd ?? process.cwd(), settings.data_dir),
     bufferMaxBytes: settings.buffer.max_bytes,
+    pool: settings.pool,
     shutdownTimeoutMs: settings.shutdown_timeout,
     checkpointIntervalMs: settings.checkpoint_interval_ms,
     statusIntervalMs: settings.status_interval_ms,

@@ -1,4 +1,5 @@
 import type { ComponentDefinition, ComponentKind } from '../engine/types.js';
+import type { PoolOptions } from '../engine/record-pool.js';
 import type { ConfigProblem } from '../errors.js';
 
 /** One validated component of the pipeline: its options have their defaults applied. */
@@ -21,6 +22,7 @@ export interface PipelineConfig {
   /** Absolute path. */
   readonly dataDir: string;
   readonly bufferMaxBytes: number;
+  readonly pool: PoolOptions;
   readonly shutdownTimeoutMs: number;
   readonly checkpointIntervalMs: number;
   readonly statusIntervalMs: number;

@@ -7,11 +7,18 @@ import { CheckpointStore } from './checkpoints.js';
 import { DeadLetterWriter } from './dead-letters.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
+import { OrderedSteps } from './ordered.js';
+import type { PoolOutcome, PoolSetup } from './pool-protocol.js';
+import { RecordPool, poolThreads } from './record-pool.js';
+import { parseLine } from '../records/parse.js';
+import { preparedRecord } from '../records/body.js';
 import type {
   ComponentContext,
   DeadLetterInput,
   Delivery,
+  JsonObject,
   LogRecord,
+  RecordOrigin,
   Sink,
   Source,
   SourceContext,
@@ -108,6 +115,9 @@ export class Pipeline {
   private readonly consumers = new Map<string, Consumer[]>();
   private readonly sources = new Map<string, Source>();
   private readonly sinks = new Map<string, { sink: Sink; channel: Channel<Delivery>; running?: Promise<void> }>();
+  private pool: RecordPool | undefined;
+  /** Per source: records go into the graph in the order they were read, pool or not. */
+  private readonly order = new Map<string, OrderedSteps>();
   private inFlight = 0;
   private drainWaiters: (() => void)[] = [];
   private fatal: Error | undefined;
@@ -154,7 +164,27 @@ export class Pipeline {
     }
     for (const c of this.config.sources) {
       this.sources.set(c.id, (await c.definition.build(c.options, this.context(c))) as Source);
+      this.order.set(c.id, new OrderedSteps());
     }
+    if (poolThreads(this.config.pool) > 0) {
+      this.pool = new RecordPool(this.config.pool, this.poolSetup());
+      this.log.debug('record pool started', { threads: this.pool.threads, threshold_bytes: this.pool.threshold, max_queue: this.pool.maxQueue });
+    }
+  }
+
+  /** The pool's workers rebuild the transforms from the same options (they are pure functions of a record). */
+  private poolSetup(): PoolSetup {
+    return {
+      configFile: this.config.file,
+      plugins: this.config.plugins,
+      transforms: this.config.transforms.map((c) => ({ id: c.id, type: c.type, options: c.options, inputs: c.inputs })),
+      sinks: this.config.sinks.map((c) => ({ id: c.id, inputs: c.inputs, gzip: this.sinks.get(c.id)!.sink.bodyCompression === 'gzip' })),
+    };
+  }
+
+  /** Lines handed to the worker pool and not back yet (0 with the pool off). */
+  get poolInFlight(): number {
+    return this.pool?.inFlight ?? 0;
   }
 
   private addConsumer(c: ComponentConfig, consumer: Consumer): void {
@@ -218,6 +248,7 @@ export class Pipeline {
       await sink.close?.().catch((err: unknown) => this.log.error('sink close failed', { sink: id, error: err }));
     }
     clearInterval(checkpointTimer);
+    await this.pool?.close();
     this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'pipeline stopped'));
     await this.saveCheckpoints();
     await this.deadLetters.close();
@@ -267,6 +298,11 @@ export class Pipeline {
         }
         return this.budget.acquire(bytes, signal).then(() => this.dispatchFromSource(c.id, record, bytes, onFinal));
       },
+      emitLine: (line, origin, onFinal) => {
+        const bytes = line.length;
+        if (this.budget.tryAcquire(bytes)) return this.admitLine(c.id, line, origin, onFinal);
+        return this.budget.acquire(bytes, signal).then(() => this.admitLine(c.id, line, origin, onFinal));
+      },
       deadLetter: async (entry) => {
         this.metrics.deadLetters++;
         this.metrics.count(c.id, 'dead_letters');
@@ -276,12 +312,98 @@ export class Pipeline {
   }
 
   private dispatchFromSource(sourceId: string, record: LogRecord, bytes: number, onFinal: () => void): void {
+    const finalizer = this.startRecord(bytes, onFinal);
+    this.order.get(sourceId)!.now(() => {
+      this.countIn(bytes);
+      this.dispatch(sourceId, record, finalizer);
+      finalizer.release();
+    });
+  }
+
+  /**
+   * A line becomes a record inline, or in the pool when it is large. Either way it enters the graph
+   * in its place in the source's order, and its position moves only when every branch answered.
+   */
+  private async admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void> {
+    const bytes = line.length;
+    const order = this.order.get(sourceId)!;
+    const pool = this.pool;
+    if (pool && bytes >= pool.threshold) {
+      await pool.capacity();
+      const finalizer = this.startRecord(bytes, onFinal);
+      const fill = order.reserve();
+      pool.prepare(sourceId, line, origin).then(
+        (outcome) => fill(() => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer)),
+        (err: unknown) => {
+          // The worker died (out of memory, a crash). The pipeline stops; the record is let go without
+          // acknowledging it (onFinal is not called), so it is read again after the restart.
+          this.fail(err, 'record pool failed');
+          fill(() => this.finished(bytes, finalizer.startedAt));
+        },
+      );
+      return;
+    }
+    const finalizer = this.startRecord(bytes, onFinal);
+    const parsed = parseLine(line, origin);
+    order.now(() => {
+      if (parsed.ok) {
+        this.countIn(bytes);
+        this.dispatch(sourceId, parsed.record, finalizer);
+      } else {
+        const { error, text, doc, rawBase64 } = parsed;
+        this.deadLetterLine(sourceId, { code: error.code, reason: error.message, component: sourceId, origin, text, doc, rawBase64 }, finalizer);
+      }
+      finalizer.release();
+    });
+  }
+
+  private startRecord(bytes: number, onFinal: () => void): Finalizer {
     this.inFlight++;
+    return new Finalizer(bytes, (b, startedAt) => this.finished(b, startedAt), onFinal);
+  }
+
+  private countIn(bytes: number): void {
     this.metrics.recordsIn++;
     this.metrics.bytesIn += bytes;
-    const finalizer = new Finalizer(bytes, (b, startedAt) => this.finished(b, startedAt), onFinal);
-    this.dispatch(sourceId, record, finalizer);
+  }
+
+  /** Replays what the worker did, in the same order and with the same bookkeeping as the inline path. */
+  private applyPoolOutcome(sourceId: string, origin: RecordOrigin, bytes: number, outcome: PoolOutcome, finalizer: Finalizer): void {
+    if (!outcome.ok) {
+      const doc = outcome.docJson === undefined ? undefined : (JSON.parse(outcome.docJson) as JsonObject);
+      const { code, reason, text, rawBase64 } = outcome;
+      this.deadLetterLine(sourceId, { code, reason, component: sourceId, origin, text, doc, rawBase64 }, finalizer);
+      finalizer.release();
+      return;
+    }
+    this.countIn(bytes);
+    for (const [component, name, by] of outcome.counts) this.metrics.count(component, name, by);
+    const fields = { kind: outcome.recordKind, origin, receivedDigest: outcome.receivedDigest };
+    for (const event of outcome.events) {
+      if (event.kind === 'deliver') {
+        const record = preparedRecord({ ...fields, key: event.key }, { body: event.body, gzip: event.gzip });
+        finalizer.retain();
+        this.sinks.get(event.sink)!.channel.push(new SinkDelivery(record, event.sink, finalizer, this));
+      } else if (event.kind === 'dead_letter') {
+        const record: LogRecord = { ...fields, doc: JSON.parse(event.docJson) as JsonObject };
+        this.deadLetterRecord(record, event.component, event.code, event.reason, finalizer);
+      } else {
+        this.metrics.skipped++;
+        this.metrics.count(event.transform, 'dropped');
+      }
+    }
     finalizer.release();
+  }
+
+  /** A line that is not a record: its dead letter holds the position until it is on disk. */
+  private deadLetterLine(sourceId: string, entry: DeadLetterInput, finalizer: Finalizer): void {
+    finalizer.retain();
+    this.metrics.deadLetters++;
+    this.metrics.count(sourceId, 'dead_letters');
+    this.deadLetters.write(entry).then(
+      () => finalizer.release(),
+      (err: unknown) => this.fail(err, 'cannot write dead letters'),
+    );
   }
 
   private finished(bytes: number, startedAt: number): void {

@@ -71,6 +71,13 @@ export interface SourceContext extends ComponentContext {
    * record or it went to the dead letters; only then may the source's position move past it.
    */
   emit(record: LogRecord, bytes: number, onFinal: () => void): Promise<void>;
+  /**
+   * Hands one NDJSON line (without its newline) to the pipeline, which parses it: inline, or on the
+   * worker pool when it is large. Lines that are not records go to the dead letters. Same promise
+   * and `onFinal` contract as `emit`. The pipeline may take over the line's memory (it is moved to
+   * a worker), so the caller must not reuse the bytes; a view of a reusable read buffer is copied.
+   */
+  emitLine(line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void>;
   /** Writes a line that could not become a record to the dead letters; resolves when durable. */
   deadLetter(entry: DeadLetterInput): Promise<void>;
 }
@@ -97,6 +104,12 @@ export interface Sink {
    */
   run(input: AsyncIterable<Delivery[]>): Promise<void>;
   close?(): Promise<void>;
+  /**
+   * Set by sinks that send or store each document gzip-compressed on its own (an S3 object, an
+   * HTTP request per record): the worker pool then compresses large documents off the main thread
+   * and the sink finds the result with `preparedGzip(record)`.
+   */
+  readonly bodyCompression?: 'gzip';
 }
 
 export type ComponentKind = 'source' | 'transform' | 'sink';

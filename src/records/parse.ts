@@ -1,5 +1,6 @@
 import { RecordError } from '../errors.js';
 import type { JsonObject, LogRecord, RecordKind, RecordOrigin } from '../engine/types.js';
+import { rememberSourceText } from './body.js';
 import { contentDigest } from './canonical.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -11,8 +12,12 @@ export type ParseResult =
 /**
  * Turns one input line (without its line terminator) into a record, or says precisely why not.
  * Shared by every source so that a line means the same thing whichever way it arrives.
+ *
+ * With `keepBytes`, a copy of the line is remembered as the document's body (see body.ts), so a
+ * record that no transform changes is written without being serialized again. Pass false when
+ * `line` is already owned by the caller and will be remembered another way.
  */
-export function parseLine(line: Uint8Array, origin: RecordOrigin): ParseResult {
+export function parseLine(line: Uint8Array, origin: RecordOrigin, keepBytes = true): ParseResult {
   let text: string;
   try {
     text = utf8.decode(line);
@@ -23,7 +28,10 @@ export function parseLine(line: Uint8Array, origin: RecordOrigin): ParseResult {
       rawBase64: Buffer.from(line).toString('base64'),
     };
   }
-  return parseText(text, origin);
+  const parsed = parseText(text, origin);
+  // Copied: the caller's buffer is usually a view of a read buffer that the next read overwrites.
+  if (keepBytes && parsed.ok) rememberSourceText(parsed.record.doc, text, Buffer.from(line));
+  return parsed;
 }
 
 export function parseText(text: string, origin: RecordOrigin): ParseResult {

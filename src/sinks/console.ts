@@ -8,6 +8,8 @@ export const consoleSchema = z
   })
   .strict();
 
+const NEWLINE = Buffer.from('\n');
+
 export type ConsoleOptions = z.output<typeof consoleSchema>;
 
 /** Writes each record as one JSON line on stdout, waiting for stdout to drain (backpressure). */
@@ -19,7 +21,9 @@ class ConsoleSink implements Sink {
 
   async run(input: AsyncIterable<Delivery[]>): Promise<void> {
     for await (const batch of input) {
-      const text = batch.map((d) => serializeRecord(d.record, this.options.pretty) + '\n').join('');
+      const parts: Buffer[] = [];
+      for (const d of batch) parts.push(serializeRecord(d.record, this.options.pretty), NEWLINE);
+      const text = Buffer.concat(parts);
       if (!this.out.write(text)) await new Promise<void>((resolve) => this.out.once('drain', resolve));
       for (const d of batch) d.delivered();
     }

@@ -76,7 +76,7 @@ class FileSink implements Sink {
         await writeFileAtomic(target, body, { fsync: this.options.fsync, mkdir: true });
         this.written++;
         this.firstPath ??= target;
-        this.ctx.metrics.bytesOut += Buffer.byteLength(body);
+        this.ctx.metrics.bytesOut += body.length;
         delivery.delivered();
         return;
       } catch (err) {

@@ -15,7 +15,7 @@ import {
   settleAll,
   type Verdict,
 } from './delivery.js';
-import { serializeRecord } from './serialize.js';
+import { documentBody, preparedGzip } from '../records/body.js';
 
 const gzip = promisify(gzipCallback);
 
@@ -84,15 +84,18 @@ export type HttpSinkOptions = z.output<typeof httpSinkSchema>;
 /** A group of deliveries sent in one request. */
 interface Batch {
   deliveries: Delivery[];
-  lines: string[];
+  lines: Buffer[];
   bytes: number;
 }
+
+const NEWLINE = Buffer.from('\n');
 
 /**
  * Sends records to an HTTP endpoint, one JSON document per request or NDJSON batches, and
  * acknowledges each record only once the server answered 2xx for the request that carried it.
  */
 export class HttpSink implements Sink {
+  readonly bodyCompression: 'gzip' | undefined;
   private readonly dispatcher: Dispatcher;
   private readonly limit: ConcurrencyLimit;
   private readonly headers: Record<string, string>;
@@ -116,6 +119,8 @@ export class HttpSink implements Sink {
       connect: tlsConnectOptions(options.tls),
     });
     this.headers = buildHeaders(options);
+    // One document per request: the pool can compress it; NDJSON batches are compressed as a whole.
+    this.bodyCompression = options.encoding === 'json' && options.compression === 'gzip' ? 'gzip' : undefined;
   }
 
   async run(input: AsyncIterable<Delivery[]>): Promise<void> {
@@ -127,8 +132,8 @@ export class HttpSink implements Sink {
   }
 
   private async add(delivery: Delivery): Promise<void> {
-    const line = serializeRecord(delivery.record);
-    const bytes = Buffer.byteLength(line) + 1;
+    const line = documentBody(delivery.record);
+    const bytes = line.length + 1;
     const { max_events, max_bytes } = this.options.batch;
     if (this.options.encoding === 'json') {
       await this.send({ deliveries: [delivery], lines: [line], bytes });
@@ -177,8 +182,15 @@ export class HttpSink implements Sink {
   }
 
   private async encode(batch: Batch): Promise<Buffer> {
-    const text = this.options.encoding === 'json' ? batch.lines[0]! : batch.lines.join('\n') + '\n';
-    const raw = Buffer.from(text);
+    if (this.options.encoding === 'json') {
+      const ready = this.options.compression === 'gzip' ? preparedGzip(batch.deliveries[0]!.record) : undefined;
+      if (ready) return Buffer.from(ready.buffer, ready.byteOffset, ready.byteLength);
+      const body = batch.lines[0]!;
+      return this.options.compression === 'gzip' ? gzip(body) : body;
+    }
+    const parts: Buffer[] = [];
+    for (const line of batch.lines) parts.push(line, NEWLINE);
+    const raw = Buffer.concat(parts, batch.bytes);
     return this.options.compression === 'gzip' ? gzip(raw) : raw;
   }
 

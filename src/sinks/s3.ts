@@ -8,7 +8,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { z } from 'zod';
 import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
 import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
-import { serializeRecord } from './serialize.js';
+import { documentBody, preparedGzip } from '../records/body.js';
 
 const gzip = promisify(gzipCallback);
 
@@ -239,6 +239,7 @@ async function defaultRegion(): Promise<string> {
  * a crash overwrites the object with the same bytes instead of adding a duplicate.
  */
 class S3Sink implements Sink {
+  readonly bodyCompression: 'gzip' | undefined;
   private readonly client: S3Client;
   private readonly limit: ConcurrencyLimit;
   private readonly partSize: number;
@@ -256,6 +257,7 @@ class S3Sink implements Sink {
     private readonly region: string,
   ) {
     this.limit = new ConcurrencyLimit(options.concurrency);
+    this.bodyCompression = options.compression === 'gzip' ? 'gzip' : undefined;
     if (ctx.signal.aborted) this.stop.abort(ctx.signal.reason);
     else ctx.signal.addEventListener('abort', this.onStop, { once: true });
     // Each record in flight listens for the stop at most twice (its request and its retry wait);
@@ -328,8 +330,9 @@ class S3Sink implements Sink {
     const gzipped = this.options.compression === 'gzip';
     const key = this.options.prefix + recordKey + (gzipped && this.options.gzip_suffix ? '.gz' : '');
     try {
-      const json = Buffer.from(serializeRecord(delivery.record));
-      const body = gzipped ? await gzip(json) : json;
+      const json = documentBody(delivery.record);
+      const ready = gzipped ? preparedGzip(delivery.record) : undefined;
+      const body = ready ? Buffer.from(ready.buffer, ready.byteOffset, ready.byteLength) : gzipped ? await gzip(json) : json;
       const md5 = body.length > this.partSize ? undefined : md5Base64(body);
       const verdict = await retryUntilFinal(() => this.put(key, body, md5), {
         retry: this.options.retry,

@@ -1,6 +1,10 @@
 import type { LogRecord } from '../engine/types.js';
+import { documentBody } from '../records/body.js';
 
-/** Compact JSON by default: the bytes depend only on the document, so redelivery rewrites the same bytes. */
-export function serializeRecord(record: LogRecord, pretty = false): string {
-  return pretty ? JSON.stringify(record.doc, null, 2) : JSON.stringify(record.doc);
+/**
+ * The bytes to write for a record: compact JSON by default, known bytes reused (see
+ * records/body.ts), so redelivery rewrites the same bytes. `pretty` indents for people.
+ */
+export function serializeRecord(record: LogRecord, pretty = false): Buffer {
+  return pretty ? Buffer.from(JSON.stringify(record.doc, null, 2)) : documentBody(record);
 }

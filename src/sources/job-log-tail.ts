@@ -6,7 +6,6 @@ import { glob } from 'tinyglobby';
 import { z } from 'zod';
 import { OffsetTracker } from '../engine/offsets.js';
 import type { ComponentDefinition, Source, SourceContext } from '../engine/types.js';
-import { parseLine } from '../records/parse.js';
 
 export const jobLogTailSchema = z
   .object({
@@ -488,15 +487,8 @@ class JobLogTail implements Source {
       return;
     }
     const origin = { source: this.ctx.id, file: file.path, offset: start };
-    const parsed = parseLine(line, origin);
-    const finish = file.tracker.track(end);
-    if (parsed.ok) {
-      await this.ctx.emit(parsed.record, line.length, finish);
-      return;
-    }
-    const entry = { code: parsed.error.code, reason: parsed.error.message, component: this.ctx.id, origin };
-    await this.ctx.deadLetter({ ...entry, text: parsed.text, doc: parsed.doc, rawBase64: parsed.rawBase64 });
-    finish();
+    // The engine parses the line (inline or on the worker pool) and dead-letters what is not a record.
+    await this.ctx.emitLine(line, origin, file.tracker.track(end));
   }
 
   /** Closes rotated-away files that are read to their end and fully acknowledged. */

@@ -7,6 +7,7 @@ import type { ComponentConfig, PipelineConfig } from '../../src/config/types.js'
 import { readDeadLetters } from '../../src/engine/dead-letters.js';
 import { silentLogger } from '../../src/engine/logger.js';
 import { Pipeline } from '../../src/engine/pipeline.js';
+import { poolSchema } from '../../src/engine/record-pool.js';
 import type { ComponentDefinition, Delivery, Sink } from '../../src/engine/types.js';
 import { jobLogTailSchema, jobLogTailSource } from '../../src/sources/job-log-tail.js';
 
@@ -53,6 +54,7 @@ async function setup(lines: string[], sinks: Record<string, ComponentDefinition>
     file: 'test.yaml',
     dataDir: join(dir, 'data'),
     bufferMaxBytes,
+    pool: poolSchema.parse({ threads: 0 }),
     shutdownTimeoutMs: 300,
     checkpointIntervalMs: 50,
     statusIntervalMs: 60_000,

@@ -1,0 +1,47 @@
+import type { RecordKind, RecordOrigin } from './types.js';
+
+/** What a pool worker needs to rebuild the transforms of the pipeline: plain, cloneable data. */
+export interface PoolSetup {
+  /** The pipeline file, so plugin paths resolve as they do on the main thread. */
+  readonly configFile: string;
+  readonly plugins: readonly string[];
+  readonly transforms: readonly { id: string; type: string; options: unknown; inputs: readonly string[] }[];
+  readonly sinks: readonly { id: string; inputs: readonly string[]; gzip: boolean }[];
+}
+
+/** One line for a worker; `bytes` is transferred, so the main thread no longer holds it. */
+export interface PoolTask {
+  readonly sourceId: string;
+  readonly bytes: ArrayBuffer;
+  readonly offset: number;
+  readonly length: number;
+  readonly origin: RecordOrigin;
+}
+
+/**
+ * What happened to the record, in the order the engine would have done it inline: deliveries to
+ * sinks, dead letters at a transform, drops. Bodies are transferred back, never copied.
+ */
+export type PoolEvent =
+  | { readonly kind: 'deliver'; readonly sink: string; readonly key?: string; readonly body: Uint8Array; readonly gzip?: Uint8Array }
+  | { readonly kind: 'dead_letter'; readonly component: string; readonly code: string; readonly reason: string; readonly docJson: string }
+  | { readonly kind: 'dropped'; readonly transform: string };
+
+export type PoolOutcome =
+  | {
+      readonly ok: true;
+      readonly recordKind: RecordKind;
+      readonly receivedDigest?: string;
+      readonly events: readonly PoolEvent[];
+      /** Per-component counters the transforms bumped (redacted, not_final_jobs, ...). */
+      readonly counts: readonly (readonly [component: string, name: string, by: number])[];
+    }
+  | {
+      /** The line is not a record: it goes to the dead letters as the source's. */
+      readonly ok: false;
+      readonly code: string;
+      readonly reason: string;
+      readonly text?: string;
+      readonly docJson?: string;
+      readonly rawBase64?: string;
+    };

@@ -1,0 +1,170 @@
+import { gzipSync } from 'node:zlib';
+import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
+import { RecordError } from '../errors.js';
+import { loadPlugins } from '../plugin/load.js';
+import { countDocKeys, countTextKeys } from '../records/body.js';
+import { parseText } from '../records/parse.js';
+import { ComponentRegistry } from '../registry.js';
+import { pathFormatTransform } from '../transforms/path-format.js';
+import { redactTransform } from '../transforms/redact.js';
+import { selectTransform } from '../transforms/select.js';
+import { createLogger } from './logger.js';
+import { Metrics } from './metrics.js';
+import type { PoolEvent, PoolOutcome, PoolSetup, PoolTask } from './pool-protocol.js';
+import type { ComponentDefinition, JsonObject, LogRecord, Transform, TransformResult } from './types.js';
+
+/**
+ * The worker side of the record pool: parses a large line, runs the pipeline's transforms on it
+ * and serializes (and gzips, where a sink asks) what each sink receives, so the main thread only
+ * moves bytes. The transforms are built here from the same definitions and options as on the
+ * main thread; they are pure functions of the record, which is what makes this move safe.
+ */
+
+type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind: 'sink'; id: string; gzip: boolean };
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const metrics = new Metrics();
+let graph: Promise<Map<string, Consumer[]>> | undefined;
+
+async function buildGraph(setup: PoolSetup): Promise<Map<string, Consumer[]>> {
+  const registry = new ComponentRegistry();
+  for (const definition of [selectTransform, redactTransform, pathFormatTransform]) registry.register(definition as unknown as ComponentDefinition);
+  if (setup.transforms.some((t) => !registry.get('transform', t.type))) {
+    const problems = await loadPlugins(setup.plugins, setup.configFile, registry);
+    if (problems.length > 0) throw new Error(`pool worker could not load plugins: ${problems.map((p) => p.message).join('; ')}`);
+  }
+  const log = createLogger({ level: 'warn' }, { thread: 'pool' });
+  const consumers = new Map<string, Consumer[]>();
+  const add = (inputs: readonly string[], consumer: Consumer): void => {
+    for (const input of inputs) consumers.set(input, [...(consumers.get(input) ?? []), consumer]);
+  };
+  for (const t of setup.transforms) {
+    const definition = registry.get('transform', t.type)!;
+    const ctx = { id: t.id, log: log.child({ component: t.id }), metrics, signal: new AbortController().signal, dataDir: '' };
+    add(t.inputs, { kind: 'transform', id: t.id, transform: (await definition.build(t.options, ctx)) as Transform });
+  }
+  for (const s of setup.sinks) add(s.inputs, { kind: 'sink', id: s.id, gzip: s.gzip });
+  return consumers;
+}
+
+/** Serializes each distinct document once, however many sinks receive it. */
+class Bodies {
+  private readonly json = new Map<JsonObject, Uint8Array>();
+  private readonly gzipped = new Map<Uint8Array, Uint8Array>();
+  readonly transfer = new Set<ArrayBuffer>();
+
+  constructor(
+    private readonly sourceDoc: JsonObject,
+    /** The line itself, when it is a faithful text of sourceDoc (no duplicate keys). */
+    private readonly sourceBytes: Uint8Array | undefined,
+  ) {}
+
+  body(doc: JsonObject): Uint8Array {
+    let bytes = this.json.get(doc);
+    if (!bytes) {
+      bytes = doc === this.sourceDoc && this.sourceBytes ? this.sourceBytes : encodeOwned(JSON.stringify(doc));
+      this.json.set(doc, bytes);
+      this.transfer.add(bytes.buffer as ArrayBuffer);
+    }
+    return bytes;
+  }
+
+  gzip(body: Uint8Array): Uint8Array {
+    let bytes = this.gzipped.get(body);
+    if (!bytes) {
+      bytes = owned(gzipSync(body));
+      this.gzipped.set(body, bytes);
+      this.transfer.add(bytes.buffer as ArrayBuffer);
+    }
+    return bytes;
+  }
+}
+
+/** A buffer that owns its whole ArrayBuffer: small Buffers share Node's pool, which must not be transferred. */
+function owned(bytes: Uint8Array): Uint8Array {
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes;
+  const copy = Buffer.allocUnsafeSlow(bytes.byteLength);
+  copy.set(bytes);
+  return copy;
+}
+
+function encodeOwned(text: string): Uint8Array {
+  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
+  bytes.write(text);
+  return bytes;
+}
+
+async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: LogRecord, bodies: Bodies, events: PoolEvent[]): Promise<void> {
+  for (const consumer of consumers.get(fromId) ?? []) {
+    if (consumer.kind === 'sink') {
+      const body = bodies.body(record.doc);
+      events.push({ kind: 'deliver', sink: consumer.id, key: record.key, body, gzip: consumer.gzip ? bodies.gzip(body) : undefined });
+      continue;
+    }
+    let result: TransformResult;
+    try {
+      result = await consumer.transform.process(record);
+    } catch (err) {
+      const [code, reason] =
+        err instanceof RecordError
+          ? [err.code, err.message]
+          : ['LF_TRANSFORM_FAILED', `transform failed: ${err instanceof Error ? err.message : String(err)}`];
+      events.push({ kind: 'dead_letter', component: consumer.id, code, reason, docJson: JSON.stringify(record.doc) });
+      continue;
+    }
+    if (result === null || (Array.isArray(result) && result.length === 0)) {
+      events.push({ kind: 'dropped', transform: consumer.id });
+      continue;
+    }
+    for (const next of Array.isArray(result) ? result : [result]) await walk(consumers, consumer.id, next, bodies, events);
+  }
+}
+
+export default async function prepareRecord(task: PoolTask): Promise<unknown> {
+  graph ??= buildGraph(workerData as PoolSetup);
+  const consumers = await graph;
+  const line = new Uint8Array(task.bytes, task.offset, task.length);
+  let text: string;
+  try {
+    text = utf8.decode(line);
+  } catch {
+    const outcome: PoolOutcome = {
+      ok: false,
+      code: 'LF_RECORD_BAD_UTF8',
+      reason: 'line is not valid UTF-8; the raw bytes are kept as base64',
+      rawBase64: Buffer.from(line).toString('base64'),
+    };
+    return outcome;
+  }
+  const parsed = parseText(text, task.origin);
+  if (!parsed.ok) {
+    const outcome: PoolOutcome = {
+      ok: false,
+      code: parsed.error.code,
+      reason: parsed.error.message,
+      text: parsed.text,
+      docJson: parsed.doc ? JSON.stringify(parsed.doc) : undefined,
+    };
+    return outcome;
+  }
+  const { record } = parsed;
+  const faithful = countTextKeys(text) === countDocKeys(record.doc);
+  const bodies = new Bodies(record.doc, faithful ? line : undefined);
+  const events: PoolEvent[] = [];
+  await walk(consumers, task.sourceId, record, bodies, events);
+  const counts: [string, string, number][] = [];
+  for (const [component, counters] of metrics.perComponent) {
+    for (const [name, by] of Object.entries(counters)) counts.push([component, name, by]);
+  }
+  metrics.perComponent.clear();
+  const outcome: PoolOutcome = { ok: true, recordKind: record.kind, receivedDigest: record.receivedDigest, events, counts };
+  const transfer = [...bodies.transfer];
+  return move({
+    get [transferableSymbol]() {
+      return transfer;
+    },
+    get [valueSymbol]() {
+      return outcome;
+    },
+  });
+}
