@@ -16,13 +16,15 @@ import { PAYLOADS, writeCorpus, type Corpus, type ScenarioName } from './corpus.
 const SCENARIOS: ScenarioName[] = ['1k', '10k', '100k', '1m', 'mix'];
 const SINKS = ['file', 'http', 's3'] as const;
 type SinkName = (typeof SINKS)[number];
+const POOL_SETTINGS = ['on', 'off'] as const;
+type PoolSetting = (typeof POOL_SETTINGS)[number];
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
 export interface ScenarioResult {
   scenario: ScenarioName;
   sink: SinkName;
-  pool: 'off';
+  pool: PoolSetting;
   records: number;
   mib: number;
   seconds: number;
@@ -54,6 +56,10 @@ export interface BenchReport {
 interface BenchOptions {
   scenarios: ScenarioName[];
   sinks: SinkName[];
+  pools: PoolSetting[];
+  /** pool.threads for the pool-on runs ('auto': one per core). */
+  threads: string;
+  thresholdBytes: number;
   mib: number;
   json: boolean;
   svg: string;
@@ -100,9 +106,10 @@ function sinkYaml(sink: SinkName, target: { out: string; port?: number }): strin
 }
 
 /** The pipeline of the issue's target: tail -> select -> redact -> path_format -> sink. */
-function pipelineYaml(corpusPath: string, dataDir: string, sink: string): string {
+function pipelineYaml(corpusPath: string, dataDir: string, sink: string, pool: string): string {
   return `data_dir: ${JSON.stringify(dataDir)}
 status_interval_ms: 3600000
+pool: ${pool}
 sources:
   jobs: { type: job_log_tail, include: [${JSON.stringify(corpusPath)}], read_buffer_bytes: 1048576 }
 transforms:
@@ -127,17 +134,26 @@ function measureFloor(corpus: Corpus): number {
   return (bytes * rounds) / MiB / seconds;
 }
 
+interface RunTarget {
+  sink: SinkName;
+  port: number | undefined;
+  pool: PoolSetting;
+  threads: string;
+  thresholdBytes: number;
+}
+
 async function runScenario(
   corpus: Corpus,
   scenario: ScenarioName,
-  sink: SinkName,
-  port: number | undefined,
+  target: RunTarget,
   floor: number,
   progress: (fraction: number, mibPerSecond: number) => void,
 ): Promise<ScenarioResult> {
   const work = await mkdtemp(join(tmpdir(), 'logferry-bench-run-'));
   try {
-    const yaml = pipelineYaml(corpus.path, join(work, 'data'), sinkYaml(sink, { out: join(work, 'out'), port }));
+    const { sink, port } = target;
+    const pool = target.pool === 'off' ? '{ threads: 0 }' : `{ threads: ${target.threads}, threshold_bytes: ${target.thresholdBytes} }`;
+    const yaml = pipelineYaml(corpus.path, join(work, 'data'), sinkYaml(sink, { out: join(work, 'out'), port }), pool);
     const config = await parseConfigText(yaml, 'bench.yaml', builtinRegistry());
     const metrics = new Metrics();
     const pipeline = new Pipeline(config, { once: true, log: silentLogger, metrics });
@@ -171,7 +187,7 @@ async function runScenario(
     return {
       scenario,
       sink,
-      pool: 'off',
+      pool: target.pool,
       records: metrics.recordsIn,
       mib: round(mib, 1),
       seconds: round(seconds, 2),
@@ -353,6 +369,9 @@ export async function benchMain(argv: string[]): Promise<number> {
       options: {
         scenario: { type: 'string', default: SCENARIOS.join(',') },
         sink: { type: 'string', default: 'file,http,s3' },
+        pool: { type: 'string', default: 'on,off' },
+        threads: { type: 'string', default: 'auto' },
+        'threshold-bytes': { type: 'string', default: String(64 * 1024) },
         mib: { type: 'string', default: '128' },
         duration: { type: 'string' },
         json: { type: 'boolean', default: false },
@@ -372,9 +391,13 @@ export async function benchMain(argv: string[]): Promise<number> {
   if (v.help) {
     process.stdout.write(`logferry bench: measures throughput, latency, CPU and memory of tail -> select -> redact -> path_format -> sink.
 
-  logferry bench [--scenario 1k,10k,100k,1m,mix] [--sink file,http,s3] [--mib N | --duration S] [--json] [--svg FILE] [--out FILE]
+  logferry bench [--scenario 1k,10k,100k,1m,mix] [--sink file,http,s3] [--pool on,off] [--threads auto|N]
+                 [--threshold-bytes N] [--mib N | --duration S] [--json] [--svg FILE] [--out FILE]
   logferry bench --plan --jobs-per-minute N --avg-kb N [--headroom 0.5] [--out FILE]
 
+  --pool on,off  run each scenario with the worker pool, without it, or both (default)
+  --threads N    pool.threads of the pool-on runs (default auto: one per core)
+  --threshold-bytes N  pool.threshold_bytes of the pool-on runs (default 65536)
   --mib N        corpus size per scenario (default 128)
   --duration S   size each corpus to run about S seconds, from a short calibration run
   --out FILE     where the figures are saved (default ${RESULTS_FILE}); --plan reads them
@@ -395,13 +418,20 @@ export async function benchMain(argv: string[]): Promise<number> {
   for (const s of scenarios) if (!SCENARIOS.includes(s)) throw new UsageError(`unknown scenario "${s}"; choose from ${SCENARIOS.join(', ')}`);
   const sinks = v.sink!.split(',').map((s) => s.trim()) as SinkName[];
   for (const s of sinks) if (!SINKS.includes(s)) throw new UsageError(`unknown sink "${s}"; choose from ${SINKS.join(', ')}`);
-  const options: BenchOptions = { scenarios, sinks, mib: Number(v.mib), json: v.json!, svg: v.svg!, out: v.out! };
+  const pools = v.pool!.split(',').map((s) => s.trim()) as PoolSetting[];
+  for (const p of pools) if (!POOL_SETTINGS.includes(p)) throw new UsageError(`unknown pool setting "${p}"; choose from on, off`);
+  const threads = v.threads!;
+  if (threads !== 'auto' && !(Number.isInteger(Number(threads)) && Number(threads) > 0)) throw new UsageError('--threads must be auto or a positive integer');
+  const thresholdBytes = Number(v['threshold-bytes']);
+  if (!(Number.isInteger(thresholdBytes) && thresholdBytes >= 1024)) throw new UsageError('--threshold-bytes must be an integer of at least 1024');
+  const options: BenchOptions = { scenarios, sinks, pools, threads, thresholdBytes, mib: Number(v.mib), json: v.json!, svg: v.svg!, out: v.out! };
   if (!(options.mib > 0)) throw new UsageError('--mib must be a positive number');
   const duration = v.duration === undefined ? undefined : Number(v.duration);
   if (duration !== undefined && !(duration > 0)) throw new UsageError('--duration must be a positive number of seconds');
 
   const here = dirname(new URL(import.meta.url).pathname);
-  const notes: string[] = ['pool: the worker pool is not built yet, so every run is pool off.'];
+  const notes: string[] = [];
+  if (pools.includes('on')) notes.push(`pool on: threads ${threads}, threshold_bytes ${thresholdBytes}; CPU and RSS include the worker threads`);
   const helpers: ChildProcess[] = [];
   const ports: Partial<Record<SinkName, number>> = {};
   const work = await mkdtemp(join(tmpdir(), 'logferry-bench-'));
@@ -421,7 +451,7 @@ export async function benchMain(argv: string[]): Promise<number> {
       let targetBytes = options.mib * MiB;
       if (duration !== undefined) {
         const probe = await writeCorpus(join(work, `${scenario}-probe.ndjson`), scenario, 16 * MiB);
-        const calibration = await runScenario(probe, scenario, 'file', undefined, 1, () => {});
+        const calibration = await runScenario(probe, scenario, { sink: 'file', port: undefined, pool: pools[0]!, threads, thresholdBytes }, 1, () => {});
         targetBytes = Math.min(2048 * MiB, Math.max(16 * MiB, calibration.mibPerSecond * duration * MiB));
       }
       const corpus = await writeCorpus(join(work, `${scenario}.ndjson`), scenario, targetBytes);
@@ -429,10 +459,13 @@ export async function benchMain(argv: string[]): Promise<number> {
       corpus.sample.length = 0;
       for (const sink of sinks) {
         if (sink !== 'file' && ports[sink] === undefined) continue;
-        const result = await runScenario(corpus, scenario, sink, ports[sink], floor, progressLine(`${scenario} -> ${sink}`));
-        if (process.stderr.isTTY) process.stderr.write('\r\u001b[K');
-        process.stderr.write(`${scenario} -> ${sink}: ${result.mibPerSecond.toFixed(1)} MiB/s, ${result.recordsPerSecond} records/s, p99 ${result.latencyP99Ms} ms\n`);
-        results.push(result);
+        for (const pool of pools) {
+          const label = `${scenario} -> ${sink}, pool ${pool}`;
+          const result = await runScenario(corpus, scenario, { sink, port: ports[sink], pool, threads, thresholdBytes }, floor, progressLine(label));
+          if (process.stderr.isTTY) process.stderr.write('\r\u001b[K');
+          process.stderr.write(`${label}: ${result.mibPerSecond.toFixed(1)} MiB/s, ${result.recordsPerSecond} records/s, p99 ${result.latencyP99Ms} ms, ELD p99 ${result.eventLoopDelayP99Ms} ms\n`);
+          results.push(result);
+        }
       }
       await rm(corpus.path, { force: true });
     }

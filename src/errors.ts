@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   LF_TRANSFORM_FAILED: 'A transform threw an unexpected error on a record.',
   LF_SINK_REJECTED: 'A sink gave up on a record for good (permanent error).',
   LF_SINK_FAILED: 'A sink failed in a way the pipeline cannot recover from.',
+  LF_POOL_FAILED: 'The worker pool could not start, or a worker died; records it held are read again after a restart.',
   LF_PLUGIN_INVALID: 'A plugin module does not export what logferry expects.',
   LF_SHUTDOWN_TIMEOUT: 'Records were still in flight when shutdown_timeout ran out.',
 } as const;

@@ -168,6 +168,12 @@ export class Pipeline {
     }
     if (poolThreads(this.config.pool) > 0) {
       this.pool = new RecordPool(this.config.pool, this.poolSetup());
+      try {
+        await this.pool.warmUp();
+      } catch (err) {
+        await this.pool.close();
+        throw new LogferryError('LF_POOL_FAILED', `the record pool could not start: ${(err as Error).message}; set pool.threads: 0 to run without it`, { cause: err });
+      }
       this.log.debug('record pool started', { threads: this.pool.threads, threshold_bytes: this.pool.threshold, max_queue: this.pool.maxQueue });
     }
   }

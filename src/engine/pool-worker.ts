@@ -2,7 +2,7 @@ import { gzipSync } from 'node:zlib';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { RecordError } from '../errors.js';
 import { loadPlugins } from '../plugin/load.js';
-import { countDocKeys, countTextKeys } from '../records/body.js';
+import { isFaithfulText } from '../records/body.js';
 import { parseText } from '../records/parse.js';
 import { ComponentRegistry } from '../registry.js';
 import { pathFormatTransform } from '../transforms/path-format.js';
@@ -120,9 +120,10 @@ async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: 
   }
 }
 
-export default async function prepareRecord(task: PoolTask): Promise<unknown> {
+export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise<unknown> {
   graph ??= buildGraph(workerData as PoolSetup);
   const consumers = await graph;
+  if (task === 'warm-up') return undefined;
   const line = new Uint8Array(task.bytes, task.offset, task.length);
   let text: string;
   try {
@@ -148,10 +149,16 @@ export default async function prepareRecord(task: PoolTask): Promise<unknown> {
     return outcome;
   }
   const { record } = parsed;
-  const faithful = countTextKeys(text) === countDocKeys(record.doc);
-  const bodies = new Bodies(record.doc, faithful ? line : undefined);
+  const bodies = new Bodies(record.doc, isFaithfulText(text, record.doc) ? line : undefined);
   const events: PoolEvent[] = [];
-  await walk(consumers, task.sourceId, record, bodies, events);
+  try {
+    await walk(consumers, task.sourceId, record, bodies, events);
+  } catch (err) {
+    // Only something like nesting deeper than the stack gets here (transform errors are events).
+    const outcome: PoolOutcome = { ok: false, code: 'LF_RECORD_INVALID', reason: `record cannot be processed: ${(err as Error).message}`, text };
+    metrics.perComponent.clear();
+    return outcome;
+  }
   const counts: [string, string, number][] = [];
   for (const [component, counters] of metrics.perComponent) {
     for (const [name, by] of Object.entries(counters)) counts.push([component, name, by]);

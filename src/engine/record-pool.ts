@@ -67,6 +67,14 @@ export class RecordPool {
     });
   }
 
+  /**
+   * Waits until every worker has loaded its modules and built the transforms, so a plugin that
+   * fails in a worker fails the start, and the first records do not pay for the start-up.
+   */
+  async warmUp(): Promise<void> {
+    await Promise.all(Array.from({ length: this.threads }, () => this.piscina.run('warm-up')));
+  }
+
   /** Lines in the pool now (queued or being worked on). */
   get inFlight(): number {
     return this.queued;

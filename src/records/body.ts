@@ -26,9 +26,19 @@ export interface PreparedBodies {
  * carry the first one, which masking and redaction never saw, so such a text is not remembered.
  */
 export function rememberSourceText(doc: JsonObject, text: string, bytes: Uint8Array): boolean {
-  if (countTextKeys(text) !== countDocKeys(doc)) return false;
+  if (!isFaithfulText(text, doc)) return false;
   bodiesByDoc.set(doc, bytes);
   return true;
+}
+
+/** Whether `text` (which JSON.parse turned into `doc`) names no key twice. */
+export function isFaithfulText(text: string, doc: JsonObject): boolean {
+  try {
+    return countTextKeys(text) === countDocKeys(doc);
+  } catch {
+    // Nesting deeper than the stack: not worth an exact answer, the document is serialized instead.
+    return false;
+  }
 }
 
 /** A record made from worker output: its document is parsed from the body only if someone asks. */
