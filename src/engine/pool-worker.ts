@@ -155,7 +155,8 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
     await walk(consumers, task.sourceId, record, bodies, events);
   } catch (err) {
     // Only something like nesting deeper than the stack gets here (transform errors are events).
-    const outcome: PoolOutcome = { ok: false, code: 'LF_RECORD_INVALID', reason: `record cannot be processed: ${(err as Error).message}`, text };
+    // No text: it may hold values mask_data protects. The origin still points at the line.
+    const outcome: PoolOutcome = { ok: false, code: 'LF_RECORD_INVALID', reason: `record cannot be processed: ${(err as Error).message}` };
     metrics.perComponent.clear();
     return outcome;
   }
