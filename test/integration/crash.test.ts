@@ -12,12 +12,16 @@ function sleep(ms: number): Promise<void> {
 }
 
 describe('kill -9 while lines are appended', () => {
-  it('loses no job across repeated SIGKILL and restart', async () => {
+  it.each([
+    ['pool off', '{ threads: 0 }'],
+    // Every third job is over the threshold, so records are in the workers when the kill comes.
+    ['pool on', '{ threads: 2, threshold_bytes: 2048 }'],
+  ])('loses no job across repeated SIGKILL and restart (%s)', async (_name, pool) => {
     const dir = await scratch(cleanup);
     const logs = join(dir, 'logs');
     const out = join(dir, 'out');
     await mkdir(logs);
-    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out }));
+    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out, top: `pool: ${pool}` }));
     const total = 4000;
     let written = 0;
     // The writer appends in uneven chunks that often end mid-line, like a real producer.
@@ -26,7 +30,10 @@ describe('kill -9 while lines are appended', () => {
       while (written < total) {
         const n = Math.min(total - written, 20 + Math.floor(Math.random() * 60));
         let text = pendingTail;
-        for (let i = 0; i < n; i++) text += JSON.stringify(makeJob(1_000_000 + written + i)) + '\n';
+        for (let i = 0; i < n; i++) {
+          const id = 1_000_000 + written + i;
+          text += JSON.stringify(makeJob(id, id % 3 === 0 ? { title: 'large '.repeat(600) } : {})) + '\n';
+        }
         written += n;
         const cut = written < total ? Math.floor(Math.random() * 200) : 0;
         pendingTail = cut > 0 ? text.slice(text.length - cut) : '';
