@@ -2,8 +2,8 @@ import { gzipSync } from 'node:zlib';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { RecordError } from '../errors.js';
 import { loadPlugins } from '../plugin/load.js';
-import { isFaithfulText } from '../records/body.js';
-import { parseText } from '../records/parse.js';
+import { bodyFrom, sourceTextOf } from '../records/body.js';
+import { decodeLine, parseText } from '../records/parse.js';
 import { ComponentRegistry } from '../registry.js';
 import { pathFormatTransform } from '../transforms/path-format.js';
 import { redactTransform } from '../transforms/redact.js';
@@ -11,7 +11,7 @@ import { selectTransform } from '../transforms/select.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import type { PoolEvent, PoolOutcome, PoolSetup, PoolTask } from './pool-protocol.js';
-import type { ComponentDefinition, JsonObject, LogRecord, Transform, TransformResult } from './types.js';
+import type { ComponentDefinition, JsonObject, LogRecord, SourceText, Transform, TransformResult } from './types.js';
 
 /**
  * The worker side of the record pool: parses a large line, runs the pipeline's transforms on it
@@ -22,7 +22,6 @@ import type { ComponentDefinition, JsonObject, LogRecord, Transform, TransformRe
 
 type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind: 'sink'; id: string; gzip: boolean };
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 const metrics = new Metrics();
 let graph: Promise<Map<string, Consumer[]>> | undefined;
 
@@ -53,16 +52,12 @@ class Bodies {
   private readonly gzipped = new Map<Uint8Array, Uint8Array>();
   readonly transfer = new Set<ArrayBuffer>();
 
-  constructor(
-    private readonly sourceDoc: JsonObject,
-    /** The line itself, when it is a faithful text of sourceDoc (no duplicate keys). */
-    private readonly sourceBytes: Uint8Array | undefined,
-  ) {}
+  constructor(private readonly source: SourceText | undefined) {}
 
   body(doc: JsonObject): Uint8Array {
     let bytes = this.json.get(doc);
     if (!bytes) {
-      bytes = doc === this.sourceDoc && this.sourceBytes ? this.sourceBytes : encodeOwned(JSON.stringify(doc));
+      bytes = owned(bodyFrom(this.source, doc));
       this.json.set(doc, bytes);
       this.transfer.add(bytes.buffer as ArrayBuffer);
     }
@@ -86,12 +81,6 @@ function owned(bytes: Uint8Array): Uint8Array {
   const copy = Buffer.allocUnsafeSlow(bytes.byteLength);
   copy.set(bytes);
   return copy;
-}
-
-function encodeOwned(text: string): Uint8Array {
-  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
-  bytes.write(text);
-  return bytes;
 }
 
 async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: LogRecord, bodies: Bodies, events: PoolEvent[]): Promise<void> {
@@ -125,10 +114,8 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
   const consumers = await graph;
   if (task === 'warm-up') return undefined;
   const line = new Uint8Array(task.bytes, task.offset, task.length);
-  let text: string;
-  try {
-    text = utf8.decode(line);
-  } catch {
+  const text = decodeLine(line);
+  if (text === undefined) {
     const outcome: PoolOutcome = {
       ok: false,
       code: 'LF_RECORD_BAD_UTF8',
@@ -149,7 +136,7 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
     return outcome;
   }
   const { record } = parsed;
-  const bodies = new Bodies(record.doc, isFaithfulText(text, record.doc) ? line : undefined);
+  const bodies = new Bodies(sourceTextOf(record.doc, text, line));
   const events: PoolEvent[] = [];
   try {
     await walk(consumers, task.sourceId, record, bodies, events);

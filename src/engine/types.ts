@@ -34,6 +34,18 @@ export interface LogRecord {
    * any transform changes the doc, so redelivery always maps to the same key.
    */
   readonly receivedDigest?: string;
+  /**
+   * The line this record was parsed from, kept so that sinks can write the document by copying
+   * the text it was read as (see records/body.ts). Transforms pass it on untouched (`...record`).
+   */
+  readonly sourceText?: SourceText;
+}
+
+/** A line and the document JSON.parse made of it; only kept when no key in it appears twice. */
+export interface SourceText {
+  readonly doc: JsonObject;
+  readonly text: string;
+  readonly bytes: Uint8Array;
 }
 
 /** The three delivery outcomes: delivered, retried inside the sink (errored), rejected for good. */

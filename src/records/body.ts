@@ -1,16 +1,17 @@
-import type { JsonObject, JsonValue, LogRecord } from '../engine/types.js';
+import type { JsonObject, JsonValue, LogRecord, SourceText } from '../engine/types.js';
+import { spliceDocument } from './splice.js';
 
 /**
  * The bytes a sink writes for a record: the document's JSON on one line.
  *
  * Serializing is the most expensive step a record goes through (JSON.stringify runs at about a
- * quarter of JSON.parse's speed on job documents), so it is skipped whenever the bytes are already
- * known: a document that no transform changed is sent as the bytes it was read as, and a record
- * prepared by the worker pool carries the bytes the worker made. Bodies are keyed by object
- * identity in weak maps, so a transform that builds a new document (copy on write) can never be
- * paired with stale bytes, and the bytes go away with the record.
+ * fifth of JSON.parse's speed on job documents), so it is avoided whenever the text is known: a
+ * document that no transform changed is written as the bytes it was read as, a changed one by
+ * editing that text where it changed (splice.ts), and a record prepared by the worker pool
+ * carries the bytes the worker made. Made bodies are cached by document identity in a weak map,
+ * so two sinks share one, and a transform that builds a new document never gets stale bytes.
  */
-const bodiesByDoc = new WeakMap<JsonObject, Uint8Array>();
+const bodiesByDoc = new WeakMap<JsonObject, Buffer>();
 const preparedBodies = new WeakMap<LogRecord, PreparedBodies>();
 
 export interface PreparedBodies {
@@ -21,14 +22,25 @@ export interface PreparedBodies {
 }
 
 /**
- * Records that `bytes` is a faithful text of `doc`, parsed from `text`: the same document, with no
- * key given twice. A duplicated key keeps only its last value in `doc`; the raw text would still
- * carry the first one, which masking and redaction never saw, so such a text is not remembered.
+ * The text to keep with a record parsed from `bytes`, or undefined when it cannot stand for the
+ * document: a duplicated key keeps only its last value in `doc`, while the text would still carry
+ * the first one, which masking and redaction never saw.
  */
-export function rememberSourceText(doc: JsonObject, text: string, bytes: Uint8Array): boolean {
-  if (!isFaithfulText(text, doc)) return false;
-  bodiesByDoc.set(doc, bytes);
-  return true;
+export function sourceTextOf(doc: JsonObject, text: string, bytes: Uint8Array): SourceText | undefined {
+  return isFaithfulText(text, doc) ? { doc, text, bytes } : undefined;
+}
+
+/** Writes `doc` using what is known of the text it came from. */
+export function bodyFrom(source: SourceText | undefined, doc: JsonObject): Buffer {
+  if (source) {
+    if (doc === source.doc) return asBuffer(source.bytes);
+    try {
+      return spliceDocument(source.text, source.bytes, source.doc, doc);
+    } catch {
+      // Not expected for text JSON.parse accepted; stringify is always right, only slower.
+    }
+  }
+  return Buffer.from(JSON.stringify(doc));
 }
 
 /** Whether `text` (which JSON.parse turned into `doc`) names no key twice. */
@@ -54,11 +66,21 @@ export function preparedRecord(fields: Omit<LogRecord, 'doc'>, bodies: PreparedB
   return record;
 }
 
-/** The record's document as compact JSON bytes (no trailing newline). */
+/** The record's document as JSON bytes on one line (no trailing newline). */
 export function documentBody(record: LogRecord): Buffer {
-  const known = preparedBodies.get(record)?.body ?? bodiesByDoc.get(record.doc);
-  if (known) return Buffer.from(known.buffer, known.byteOffset, known.byteLength);
-  return Buffer.from(JSON.stringify(record.doc));
+  const prepared = preparedBodies.get(record);
+  if (prepared) return asBuffer(prepared.body);
+  const doc = record.doc;
+  let body = bodiesByDoc.get(doc);
+  if (!body) {
+    body = bodyFrom(record.sourceText, doc);
+    bodiesByDoc.set(doc, body);
+  }
+  return body;
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** The gzip of `documentBody(record)` when the worker pool already made it. */

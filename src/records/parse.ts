@@ -1,9 +1,25 @@
+import { isAscii } from 'node:buffer';
 import { RecordError } from '../errors.js';
 import type { JsonObject, LogRecord, RecordKind, RecordOrigin } from '../engine/types.js';
-import { rememberSourceText } from './body.js';
+import { sourceTextOf } from './body.js';
 import { contentDigest } from './canonical.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The line as text, or undefined when it is not valid UTF-8. Most lines are ASCII, which is
+ * checked and copied into a string at memory speed; only the others pay for the UTF-8 decoder.
+ */
+export function decodeLine(line: Uint8Array): string | undefined {
+  const bytes = Buffer.isBuffer(line) ? line : Buffer.from(line.buffer, line.byteOffset, line.byteLength);
+  // For ASCII, latin1 gives the same string and is a plain copy.
+  if (isAscii(bytes)) return bytes.toString('latin1');
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
 
 export type ParseResult =
   | { ok: true; record: LogRecord }
@@ -13,15 +29,12 @@ export type ParseResult =
  * Turns one input line (without its line terminator) into a record, or says precisely why not.
  * Shared by every source so that a line means the same thing whichever way it arrives.
  *
- * With `keepBytes`, a copy of the line is remembered as the document's body (see body.ts), so a
- * record that no transform changes is written without being serialized again. Pass false when
- * `line` is already owned by the caller and will be remembered another way.
+ * With `keepBytes`, a copy of the line is kept with the record (`sourceText`), so sinks can write
+ * the document from the text it was read as instead of serializing it again (see body.ts).
  */
 export function parseLine(line: Uint8Array, origin: RecordOrigin, keepBytes = true): ParseResult {
-  let text: string;
-  try {
-    text = utf8.decode(line);
-  } catch {
+  const text = decodeLine(line);
+  if (text === undefined) {
     return {
       ok: false,
       error: new RecordError('LF_RECORD_BAD_UTF8', 'line is not valid UTF-8; the raw bytes are kept as base64'),
@@ -29,9 +42,10 @@ export function parseLine(line: Uint8Array, origin: RecordOrigin, keepBytes = tr
     };
   }
   const parsed = parseText(text, origin);
+  if (!keepBytes || !parsed.ok) return parsed;
   // Copied: the caller's buffer is usually a view of a read buffer that the next read overwrites.
-  if (keepBytes && parsed.ok) rememberSourceText(parsed.record.doc, text, Buffer.from(line));
-  return parsed;
+  const sourceText = sourceTextOf(parsed.record.doc, text, Buffer.from(line));
+  return sourceText ? { ok: true, record: { ...parsed.record, sourceText } } : parsed;
 }
 
 export function parseText(text: string, origin: RecordOrigin): ParseResult {
