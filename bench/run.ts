@@ -160,7 +160,7 @@ async function runScenario(
     // s3rver knows one key pair; the sink reads credentials from the environment, as in production.
     const restoreEnv = sink === 's3' ? withEnv({ AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_SESSION_TOKEN: undefined }) : () => {};
     await pipeline.build();
-    const eventLoop = monitorEventLoopDelay({ resolution: 10 });
+    const eventLoop = monitorEventLoopDelay({ resolution: 1 });
     let peakRss = process.memoryUsage().rss;
     const cpuBefore = process.cpuUsage();
     const started = performance.now();

@@ -38,6 +38,8 @@ export interface RunSummary {
   durationMs: number;
 }
 
+const SETTLED = Promise.resolve();
+
 type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind: 'sink'; id: string; channel: Channel<Delivery> };
 
 /**
@@ -330,25 +332,11 @@ export class Pipeline {
    * A line becomes a record inline, or in the pool when it is large. Either way it enters the graph
    * in its place in the source's order, and its position moves only when every branch answered.
    */
-  private async admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void> {
+  private admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void> {
     const bytes = line.length;
     const order = this.order.get(sourceId)!;
     const pool = this.pool;
-    if (pool && bytes >= pool.threshold) {
-      await pool.capacity();
-      const finalizer = this.startRecord(bytes, onFinal);
-      const fill = order.reserve();
-      pool.prepare(sourceId, line, origin).then(
-        (outcome) => fill(() => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer)),
-        (err: unknown) => {
-          // The worker died (out of memory, a crash). The pipeline stops; the record is let go without
-          // acknowledging it (onFinal is not called), so it is read again after the restart.
-          this.fail(err, 'record pool failed');
-          fill(() => this.finished(bytes, finalizer.startedAt));
-        },
-      );
-      return;
-    }
+    if (pool && bytes >= pool.threshold) return this.admitToPool(pool, order, sourceId, line, origin, onFinal);
     const finalizer = this.startRecord(bytes, onFinal);
     const parsed = parseLine(line, origin);
     order.now(() => {
@@ -361,6 +349,24 @@ export class Pipeline {
       }
       finalizer.release();
     });
+    // One shared settled promise: small records are the common case and need no allocation here.
+    return SETTLED;
+  }
+
+  private async admitToPool(pool: RecordPool, order: OrderedSteps, sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void> {
+    const bytes = line.length;
+    await pool.capacity();
+    const finalizer = this.startRecord(bytes, onFinal);
+    const fill = order.reserve();
+    pool.prepare(sourceId, line, origin).then(
+      (outcome) => fill(() => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer)),
+      (err: unknown) => {
+        // The worker died (out of memory, a crash). The pipeline stops; the record is let go without
+        // acknowledging it (onFinal is not called), so it is read again after the restart.
+        this.fail(err, 'record pool failed');
+        fill(() => this.finished(bytes, finalizer.startedAt));
+      },
+    );
   }
 
   private startRecord(bytes: number, onFinal: () => void): Finalizer {

@@ -14,7 +14,10 @@ export const poolSchema = z
     threads: z
       .union([z.literal('auto'), z.number().int().min(0).max(256)])
       .default('auto')
-      .describe('Worker threads that parse, mask, key and serialize large records. auto: one per core; 0 turns the pool off.'),
+      .describe(
+        'Worker threads that parse, mask, key and serialize large records. auto: one per core but one, which the main ' +
+          'thread keeps for reading, acknowledging and sending (at least 1); 0 turns the pool off.',
+      ),
     threshold_bytes: z
       .number()
       .int()
@@ -34,7 +37,7 @@ export const poolSchema = z
 export type PoolOptions = z.output<typeof poolSchema>;
 
 export function poolThreads(options: PoolOptions): number {
-  return options.threads === 'auto' ? availableParallelism() : options.threads;
+  return options.threads === 'auto' ? Math.max(1, availableParallelism() - 1) : options.threads;
 }
 
 /**
