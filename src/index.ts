@@ -18,6 +18,7 @@ export type {
   Sink,
   Source,
   SourceContext,
+  SourceText,
   Transform,
   TransformResult,
 } from './engine/types.js';
@@ -25,6 +26,7 @@ export type { Logger, LogFields } from './engine/logger.js';
 export { Metrics } from './engine/metrics.js';
 export { ERROR_CODES, LogferryError, RecordError, type ErrorCode } from './errors.js';
 export { serializeRecord } from './sinks/serialize.js';
+export { documentBody, preparedGzip } from './records/body.js';
 export {
   ConcurrencyLimit,
   isRetryableStatus,

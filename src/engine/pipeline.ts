@@ -118,6 +118,7 @@ export class Pipeline {
   private readonly sources = new Map<string, Source>();
   private readonly sinks = new Map<string, { sink: Sink; channel: Channel<Delivery>; running?: Promise<void> }>();
   private pool: RecordPool | undefined;
+  private poolClosing = false;
   /** Per source: records go into the graph in the order they were read, pool or not. */
   private readonly order = new Map<string, OrderedSteps>();
   private inFlight = 0;
@@ -256,6 +257,7 @@ export class Pipeline {
       await sink.close?.().catch((err: unknown) => this.log.error('sink close failed', { sink: id, error: err }));
     }
     clearInterval(checkpointTimer);
+    this.poolClosing = true;
     await this.pool?.close();
     this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'pipeline stopped'));
     await this.saveCheckpoints();
@@ -361,9 +363,10 @@ export class Pipeline {
     pool.prepare(sourceId, line, origin).then(
       (outcome) => fill(() => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer)),
       (err: unknown) => {
-        // The worker died (out of memory, a crash). The pipeline stops; the record is let go without
-        // acknowledging it (onFinal is not called), so it is read again after the restart.
-        this.fail(err, 'record pool failed');
+        // The worker died (out of memory, a crash), or the pool was closed after shutdown_timeout.
+        // The record is let go without acknowledging it (onFinal is not called), so it is read
+        // again after the restart.
+        if (!this.poolClosing) this.fail(err, 'record pool failed');
         fill(() => this.finished(bytes, finalizer.startedAt));
       },
     );

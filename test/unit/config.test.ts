@@ -48,6 +48,20 @@ describe('pipeline config', () => {
     expect(config.warnings).toEqual([]);
   });
 
+  it('reads the pool settings, with auto defaults and errors at their line', async () => {
+    const defaults = await load(MINIMAL);
+    expect(defaults.pool).toEqual({ threads: 'auto', threshold_bytes: 64 * 1024, max_queue: 'auto' });
+    const set = await load(`pool: { threads: 0, threshold_bytes: 131072, max_queue: 8 }\n${MINIMAL}`);
+    expect(set.pool).toEqual({ threads: 0, threshold_bytes: 131072, max_queue: 8 });
+    const bad = await problemsOf(`data_dir: ./d\npool:\n  threads: many\n  treshold_bytes: 1\n${MINIMAL}`);
+    expect(bad.problems).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ path: 'pool.threads', line: 3 }),
+        expect.objectContaining({ path: 'pool', message: expect.stringContaining('threshold_bytes') }),
+      ]),
+    );
+  });
+
   it('parses durations in seconds or with a unit', async () => {
     for (const [value, ms] of [['20s', 20_000], ['500ms', 500], ['2m', 120_000], ['5', 5000]] as const) {
       const config = await load(`shutdown_timeout: ${value}\n${MINIMAL}`);
