@@ -3,9 +3,9 @@ import { availableParallelism, cpus } from 'node:os';
 import Benchmark from 'benchmark';
 import type { JsonObject, LogRecord } from '../src/engine/types.js';
 import { RecordPool, poolSchema } from '../src/engine/record-pool.js';
-import { countDocKeys, countTextKeys } from '../src/records/body.js';
+import { bodyFrom, countDocKeys, countTextKeys, sourceTextOf } from '../src/records/body.js';
 import { compileKeyTemplates, keyForRecord } from '../src/records/keys.js';
-import { parseText } from '../src/records/parse.js';
+import { decodeLine, parseText } from '../src/records/parse.js';
 import { createRedactor, redactSchema } from '../src/records/redaction.js';
 import { mulberry32 } from '../src/testkit/random.js';
 import { pathFormatSchema } from '../src/transforms/path-format.js';
@@ -14,7 +14,8 @@ import { jobDocument } from './corpus.js';
 /**
  * Micro-benchmarks (benchmark.js) of the per-record steps: key formatting, redaction, the check
  * that lets an unchanged document skip JSON.stringify, and the inline-versus-pool cut-over that
- * pool.threshold_bytes is chosen from. `node dist/bench/micro.js [--quick] [--json FILE]`.
+ * pool.threshold_bytes is chosen from.
+ * `node dist/bench/micro.js [--quick] [--only keys,redaction,body,cut-over] [--json FILE]`.
  */
 
 export interface MicroResult {
@@ -132,11 +133,14 @@ async function cutOver(): Promise<void> {
           suite.add(
             'inline (main thread)',
             () => {
-              const parsed = parseText(line.toString('utf8'), origin);
+              // What the engine does with a line on the main thread (parse.ts, redact, path_format, body.ts).
+              const text = decodeLine(line)!;
+              const parsed = parseText(text, origin);
               if (!parsed.ok) throw new Error('parse');
+              const source = sourceTextOf(parsed.record.doc, text, Buffer.from(line));
               const doc = redact(parsed.record.doc);
               keyForRecord({ ...parsed.record, doc }, compiled);
-              Buffer.from(JSON.stringify(doc));
+              bodyFrom(source, doc);
             },
             options,
           );
@@ -161,12 +165,17 @@ async function cutOver(): Promise<void> {
   }
 }
 
+const SUITES: Record<string, () => Promise<void>> = { keys: keyFormatting, redaction, body: unchangedBody, 'cut-over': cutOver };
+
 async function main(): Promise<void> {
   process.stderr.write(`micro-benchmarks on ${availableParallelism()} x ${cpus()[0]?.model ?? 'unknown'}, Node ${process.version}${quick ? ' (--quick)' : ''}\n`);
-  await keyFormatting();
-  await redaction();
-  await unchangedBody();
-  await cutOver();
+  // --only keys,redaction,body,cut-over picks suites.
+  const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1]!.split(',') : Object.keys(SUITES);
+  for (const name of only) {
+    const suite = SUITES[name];
+    if (!suite) throw new Error(`unknown suite "${name}"; choose from ${Object.keys(SUITES).join(', ')}`);
+    await suite();
+  }
   process.stdout.write(formatMicroTable(results));
   if (jsonOut) await writeFile(jsonOut, JSON.stringify({ node: process.version, cpus: availableParallelism(), model: cpus()[0]?.model, results }, null, 2) + '\n');
 }

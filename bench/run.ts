@@ -10,6 +10,7 @@ import { parseConfigText } from '../src/config/load.js';
 import { silentLogger } from '../src/engine/logger.js';
 import { Metrics } from '../src/engine/metrics.js';
 import { Pipeline } from '../src/engine/pipeline.js';
+import { DEFAULT_THRESHOLD_BYTES } from '../src/engine/record-pool.js';
 import { UsageError } from '../src/errors.js';
 import { PAYLOADS, writeCorpus, type Corpus, type ScenarioName } from './corpus.js';
 
@@ -304,8 +305,15 @@ export interface PlanInput {
  * is charged the cores it kept busy in the measurement.
  */
 export function plan(report: BenchReport, input: PlanInput, sink: SinkName = 'http'): string {
-  const measured = report.results.filter((r) => r.sink === sink && r.scenario !== 'mix').sort((a, b) => PAYLOADS[a.scenario as keyof typeof PAYLOADS] - PAYLOADS[b.scenario as keyof typeof PAYLOADS]);
-  const pool = measured.length > 0 ? measured : report.results.filter((r) => r.scenario !== 'mix');
+  // With pool on and off measured, each payload size is planned with the faster of the two.
+  const best = new Map<string, ScenarioResult>();
+  for (const r of report.results) {
+    const key = `${r.sink}/${r.scenario}`;
+    if ((best.get(key)?.mibPerSecond ?? -1) < r.mibPerSecond) best.set(key, r);
+  }
+  const fastest = [...best.values()];
+  const measured = fastest.filter((r) => r.sink === sink && r.scenario !== 'mix').sort((a, b) => PAYLOADS[a.scenario as keyof typeof PAYLOADS] - PAYLOADS[b.scenario as keyof typeof PAYLOADS]);
+  const pool = measured.length > 0 ? measured : fastest.filter((r) => r.scenario !== 'mix');
   if (pool.length === 0) throw new UsageError('bench --plan needs measured figures: run `logferry bench` first');
   const bytes = input.avgKb * 1024;
   const at = (r: ScenarioResult): number => Math.log(PAYLOADS[r.scenario as keyof typeof PAYLOADS]);
@@ -371,7 +379,7 @@ export async function benchMain(argv: string[]): Promise<number> {
         sink: { type: 'string', default: 'file,http,s3' },
         pool: { type: 'string', default: 'on,off' },
         threads: { type: 'string', default: 'auto' },
-        'threshold-bytes': { type: 'string', default: String(64 * 1024) },
+        'threshold-bytes': { type: 'string', default: String(DEFAULT_THRESHOLD_BYTES) },
         mib: { type: 'string', default: '128' },
         duration: { type: 'string' },
         json: { type: 'boolean', default: false },
@@ -397,7 +405,7 @@ export async function benchMain(argv: string[]): Promise<number> {
 
   --pool on,off  run each scenario with the worker pool, without it, or both (default)
   --threads N    pool.threads of the pool-on runs (default auto: one per core)
-  --threshold-bytes N  pool.threshold_bytes of the pool-on runs (default 65536)
+  --threshold-bytes N  pool.threshold_bytes of the pool-on runs (default ${DEFAULT_THRESHOLD_BYTES})
   --mib N        corpus size per scenario (default 128)
   --duration S   size each corpus to run about S seconds, from a short calibration run
   --out FILE     where the figures are saved (default ${RESULTS_FILE}); --plan reads them

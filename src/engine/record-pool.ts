@@ -9,10 +9,18 @@ import type { RecordOrigin } from './types.js';
 
 const KiB = 1024;
 
+/**
+ * Measured (bench/RESULTS.md, cut-over): on the main thread a job document costs about 1 ms per
+ * MiB, because unchanged text is copied instead of serialized. Below 512 KiB a record blocks the
+ * event loop for under half a millisecond and handing it over costs more CPU than it saves; above,
+ * the loop stays free for acknowledgements and sends, and spare cores add throughput.
+ */
+export const DEFAULT_THRESHOLD_BYTES = 512 * KiB;
+
 export const poolSchema = z
   .object({
     threads: z
-      .union([z.literal('auto'), z.number().int().min(0).max(256)])
+      .union([z.literal('auto'), z.number().int().min(0).max(256)], { error: 'expected auto or a number of threads from 0 (pool off) to 256' })
       .default('auto')
       .describe(
         'Worker threads that parse, mask, key and serialize large records. auto: one per core but one, which the main ' +
@@ -22,13 +30,13 @@ export const poolSchema = z
       .number()
       .int()
       .min(1024)
-      .default(64 * KiB)
+      .default(DEFAULT_THRESHOLD_BYTES)
       .describe(
         'Lines of at least this many bytes go to the pool; smaller ones stay on the main thread, where handing them over ' +
-          'would cost more than the work (see bench/RESULTS.md for the cut-over measured on this machine).',
+          'costs more than the work (bench/RESULTS.md has the cut-over measured with npm run bench:micro).',
       ),
     max_queue: z
-      .union([z.literal('auto'), z.number().int().min(1)])
+      .union([z.literal('auto'), z.number().int().min(1)], { error: 'expected auto or a positive number of lines' })
       .default('auto')
       .describe('Lines waiting for or inside a worker at most; reading pauses beyond it. auto: four per thread.'),
   })

@@ -50,14 +50,14 @@ describe('pipeline config', () => {
 
   it('reads the pool settings, with auto defaults and errors at their line', async () => {
     const defaults = await load(MINIMAL);
-    expect(defaults.pool).toEqual({ threads: 'auto', threshold_bytes: 64 * 1024, max_queue: 'auto' });
+    expect(defaults.pool).toEqual({ threads: 'auto', threshold_bytes: 512 * 1024, max_queue: 'auto' });
     const set = await load(`pool: { threads: 0, threshold_bytes: 131072, max_queue: 8 }\n${MINIMAL}`);
     expect(set.pool).toEqual({ threads: 0, threshold_bytes: 131072, max_queue: 8 });
     const bad = await problemsOf(`data_dir: ./d\npool:\n  threads: many\n  treshold_bytes: 1\n${MINIMAL}`);
     expect(bad.problems).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ path: 'pool.threads', line: 3 }),
-        expect.objectContaining({ path: 'pool', message: expect.stringContaining('threshold_bytes') }),
+        expect.objectContaining({ path: 'pool.threads', line: 3, message: expect.stringContaining('expected auto or a number of threads') }),
+        expect.objectContaining({ path: 'pool.treshold_bytes', line: 4, message: 'unknown option; did you mean "threshold_bytes"?' }),
       ]),
     );
   });
