@@ -191,11 +191,6 @@ export class Pipeline {
     };
   }
 
-  /** Lines handed to the worker pool and not back yet (0 with the pool off). */
-  get poolInFlight(): number {
-    return this.pool?.inFlight ?? 0;
-  }
-
   private addConsumer(c: ComponentConfig, consumer: Consumer): void {
     for (const input of c.inputs) {
       const list = this.consumers.get(input) ?? [];

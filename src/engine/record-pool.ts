@@ -86,15 +86,6 @@ export class RecordPool {
     await Promise.all(Array.from({ length: this.threads }, () => this.piscina.run('warm-up')));
   }
 
-  /** Lines in the pool now (queued or being worked on). */
-  get inFlight(): number {
-    return this.queued;
-  }
-
-  get utilization(): number {
-    return this.piscina.utilization;
-  }
-
   /** Resolves when the pool can take another line: a full pool pauses the source like a full buffer. */
   async capacity(): Promise<void> {
     while (this.queued >= this.maxQueue) await new Promise<void>((resolve) => this.waiters.push(resolve));

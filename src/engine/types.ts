@@ -41,11 +41,16 @@ export interface LogRecord {
   readonly sourceText?: SourceText;
 }
 
-/** A line and the document JSON.parse made of it; only kept when no key in it appears twice. */
+/**
+ * A line and the document JSON.parse made of it; only kept when no key in it appears twice. It
+ * holds values before masking, so it never serializes or prints them (toJSON and inspect say
+ * "withheld"): a plugin that logs or stringifies a whole record cannot leak them through it.
+ */
 export interface SourceText {
   readonly doc: JsonObject;
   readonly text: string;
   readonly bytes: Uint8Array;
+  toJSON(): string;
 }
 
 /** The three delivery outcomes: delivered, retried inside the sink (errored), rejected for good. */

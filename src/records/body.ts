@@ -27,7 +27,41 @@ export interface PreparedBodies {
  * the first one, which masking and redaction never saw.
  */
 export function sourceTextOf(doc: JsonObject, text: string, bytes: Uint8Array): SourceText | undefined {
-  return isFaithfulText(text, doc) ? { doc, text, bytes } : undefined;
+  return isFaithfulText(text, doc) ? new WithheldSourceText(doc, text, bytes) : undefined;
+}
+
+const WITHHELD = '[the line as read: withheld, it may hold values that are masked]';
+
+class WithheldSourceText implements SourceText {
+  readonly #doc: JsonObject;
+  readonly #text: string;
+  readonly #bytes: Uint8Array;
+
+  constructor(doc: JsonObject, text: string, bytes: Uint8Array) {
+    this.#doc = doc;
+    this.#text = text;
+    this.#bytes = bytes;
+  }
+
+  get doc(): JsonObject {
+    return this.#doc;
+  }
+
+  get text(): string {
+    return this.#text;
+  }
+
+  get bytes(): Uint8Array {
+    return this.#bytes;
+  }
+
+  toJSON(): string {
+    return WITHHELD;
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return WITHHELD;
+  }
 }
 
 /** Writes `doc` using what is known of the text it came from. */

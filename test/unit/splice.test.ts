@@ -91,6 +91,18 @@ describe('spliceDocument', () => {
   });
 });
 
+describe('source text', () => {
+  it('never prints or serializes the values it holds before masking', async () => {
+    const { inspect } = await import('node:util');
+    const text = '{"id":1,"flow_id":2,"lines":[{"input":"s3cret","mask_data":true}]}';
+    const source = sourceTextOf(JSON.parse(text) as JsonObject, text, Buffer.from(text))!;
+    const record = { kind: 'job', doc: {}, sourceText: source };
+    expect(JSON.stringify(record)).not.toContain('s3cret');
+    expect(inspect(record, { depth: 10 })).not.toContain('s3cret');
+    expect(source.text).toBe(text);
+  });
+});
+
 describe('duplicate keys', () => {
   it('are told apart from escaped quotes and colons inside strings', () => {
     const text = '{"a":"x\\":\\\\","b":{"c":"d:e"},"f":[{"g":1}],"h\\"":2}';
