@@ -69,6 +69,16 @@ export class RecordError extends LogferryError {
   }
 }
 
+/**
+ * The dead-letter code and reason for an error a transform threw on a record: its own code for a
+ * RecordError, LF_TRANSFORM_FAILED for anything unexpected. The same inline and on the pool.
+ */
+export function transformFailure(err: unknown): { code: ErrorCode; reason: string; expected: boolean } {
+  if (err instanceof RecordError) return { code: err.code, reason: err.message, expected: true };
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: 'LF_TRANSFORM_FAILED', reason: `transform failed: ${message}`, expected: false };
+}
+
 export class UsageError extends LogferryError {
   constructor(message: string) {
     super('LF_USAGE', message);

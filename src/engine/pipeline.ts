@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
-import { LogferryError, RecordError } from '../errors.js';
+import { LogferryError, transformFailure } from '../errors.js';
 import { ByteBudget } from './budget.js';
 import { Channel } from './channel.js';
 import { CheckpointStore } from './checkpoints.js';
@@ -342,7 +342,7 @@ export class Pipeline {
         this.dispatch(sourceId, parsed.record, finalizer);
       } else {
         const { error, text, doc, rawBase64 } = parsed;
-        this.deadLetterLine(sourceId, { code: error.code, reason: error.message, component: sourceId, origin, text, doc, rawBase64 }, finalizer);
+        this.writeDeadLetter({ code: error.code, reason: error.message, component: sourceId, origin, text, doc, rawBase64 }, finalizer);
       }
       finalizer.release();
     });
@@ -382,7 +382,7 @@ export class Pipeline {
     if (!outcome.ok) {
       const doc = outcome.docJson === undefined ? undefined : (JSON.parse(outcome.docJson) as JsonObject);
       const { code, reason, text, rawBase64 } = outcome;
-      this.deadLetterLine(sourceId, { code, reason, component: sourceId, origin, text, doc, rawBase64 }, finalizer);
+      this.writeDeadLetter({ code, reason, component: sourceId, origin, text, doc, rawBase64 }, finalizer);
       finalizer.release();
       return;
     }
@@ -392,24 +392,22 @@ export class Pipeline {
     for (const event of outcome.events) {
       if (event.kind === 'deliver') {
         const record = preparedRecord({ ...fields, key: event.key }, { body: event.body, gzip: event.gzip });
-        finalizer.retain();
-        this.sinks.get(event.sink)!.channel.push(new SinkDelivery(record, event.sink, finalizer, this));
+        this.deliverTo(event.sink, this.sinks.get(event.sink)!.channel, record, finalizer);
       } else if (event.kind === 'dead_letter') {
         const record: LogRecord = { ...fields, doc: JSON.parse(event.docJson) as JsonObject };
         this.deadLetterRecord(record, event.component, event.code, event.reason, finalizer);
       } else {
-        this.metrics.skipped++;
-        this.metrics.count(event.transform, 'dropped');
+        this.countDropped(event.transform);
       }
     }
     finalizer.release();
   }
 
-  /** A line that is not a record: its dead letter holds the position until it is on disk. */
-  private deadLetterLine(sourceId: string, entry: DeadLetterInput, finalizer: Finalizer): void {
+  /** The dead letter holds its own reference, so the position waits until it is on disk. */
+  private writeDeadLetter(entry: DeadLetterInput, finalizer: Finalizer): void {
     finalizer.retain();
     this.metrics.deadLetters++;
-    this.metrics.count(sourceId, 'dead_letters');
+    this.metrics.count(entry.component, 'dead_letters');
     this.deadLetters.write(entry).then(
       () => finalizer.release(),
       (err: unknown) => this.fail(err, 'cannot write dead letters'),
@@ -431,8 +429,7 @@ export class Pipeline {
     if (!consumers) return;
     for (const consumer of consumers) {
       if (consumer.kind === 'sink') {
-        finalizer.retain();
-        consumer.channel.push(new SinkDelivery(record, consumer.id, finalizer, this));
+        this.deliverTo(consumer.id, consumer.channel, record, finalizer);
         continue;
       }
       let result: TransformResult | Promise<TransformResult>;
@@ -460,10 +457,19 @@ export class Pipeline {
     }
   }
 
+  private deliverTo(sinkId: string, channel: Channel<Delivery>, record: LogRecord, finalizer: Finalizer): void {
+    finalizer.retain();
+    channel.push(new SinkDelivery(record, sinkId, finalizer, this));
+  }
+
+  private countDropped(transformId: string): void {
+    this.metrics.skipped++;
+    this.metrics.count(transformId, 'dropped');
+  }
+
   private forward(transformId: string, result: TransformResult, finalizer: Finalizer): void {
     if (result === null || (Array.isArray(result) && result.length === 0)) {
-      this.metrics.skipped++;
-      this.metrics.count(transformId, 'dropped');
+      this.countDropped(transformId);
       return;
     }
     if (Array.isArray(result)) for (const r of result) this.dispatch(transformId, r, finalizer);
@@ -471,13 +477,12 @@ export class Pipeline {
   }
 
   private transformFailed(transformId: string, record: LogRecord, err: unknown, finalizer: Finalizer): void {
-    if (err instanceof RecordError) {
-      this.deadLetterRecord(record, transformId, err.code, err.message, finalizer);
-      return;
+    const { code, reason, expected } = transformFailure(err);
+    if (!expected) {
+      const error = err instanceof Error ? err.message : String(err);
+      this.log.error('transform threw on a record; the record goes to the dead letters', { transform: transformId, error });
     }
-    const message = err instanceof Error ? err.message : String(err);
-    this.log.error('transform threw on a record; the record goes to the dead letters', { transform: transformId, error: message });
-    this.deadLetterRecord(record, transformId, 'LF_TRANSFORM_FAILED', `transform failed: ${message}`, finalizer);
+    this.deadLetterRecord(record, transformId, code, reason, finalizer);
   }
 
   /**
@@ -485,14 +490,7 @@ export class Pipeline {
    * (disk full), the record stays unacknowledged so it is read again after a restart.
    */
   deadLetterRecord(record: LogRecord, component: string, code: string, reason: string, finalizer: Finalizer): void {
-    finalizer.retain();
-    this.metrics.deadLetters++;
-    this.metrics.count(component, 'dead_letters');
-    const entry: DeadLetterInput = { code, reason, component, origin: record.origin, doc: record.doc };
     this.log.warn('record sent to the dead letters', { component, code, reason, file: record.origin.file, offset: record.origin.offset });
-    this.deadLetters.write(entry).then(
-      () => finalizer.release(),
-      (err: unknown) => this.fail(err, 'cannot write dead letters'),
-    );
+    this.writeDeadLetter({ code, reason, component, origin: record.origin, doc: record.doc }, finalizer);
   }
 }

@@ -1,5 +1,19 @@
 import type { RecordKind, RecordOrigin } from './types.js';
 
+/**
+ * Bytes that own their whole ArrayBuffer, so it can be transferred: a view of a read buffer, or a
+ * small Buffer from Node's shared pool, is copied first (transferring those would take the rest
+ * of the buffer with it).
+ */
+export function transferable(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer) {
+    return bytes as Uint8Array<ArrayBuffer>;
+  }
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  return copy;
+}
+
 /** What a pool worker needs to rebuild the transforms of the pipeline: plain, cloneable data. */
 export interface PoolSetup {
   /** The pipeline file, so plugin paths resolve as they do on the main thread. */

@@ -1,6 +1,6 @@
 import { gzipSync } from 'node:zlib';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { RecordError } from '../errors.js';
+import { transformFailure } from '../errors.js';
 import { loadPlugins } from '../plugin/load.js';
 import { bodyFrom, sourceTextOf } from '../records/body.js';
 import { decodeLine, parseText } from '../records/parse.js';
@@ -10,7 +10,7 @@ import { redactTransform } from '../transforms/redact.js';
 import { selectTransform } from '../transforms/select.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
-import type { PoolEvent, PoolOutcome, PoolSetup, PoolTask } from './pool-protocol.js';
+import { transferable, type PoolEvent, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
 import type { ComponentDefinition, JsonObject, LogRecord, SourceText, Transform, TransformResult } from './types.js';
 
 /**
@@ -57,7 +57,7 @@ class Bodies {
   body(doc: JsonObject): Uint8Array {
     let bytes = this.json.get(doc);
     if (!bytes) {
-      bytes = owned(bodyFrom(this.source, doc));
+      bytes = transferable(bodyFrom(this.source, doc));
       this.json.set(doc, bytes);
       this.transfer.add(bytes.buffer as ArrayBuffer);
     }
@@ -67,20 +67,12 @@ class Bodies {
   gzip(body: Uint8Array): Uint8Array {
     let bytes = this.gzipped.get(body);
     if (!bytes) {
-      bytes = owned(gzipSync(body));
+      bytes = transferable(gzipSync(body));
       this.gzipped.set(body, bytes);
       this.transfer.add(bytes.buffer as ArrayBuffer);
     }
     return bytes;
   }
-}
-
-/** A buffer that owns its whole ArrayBuffer: small Buffers share Node's pool, which must not be transferred. */
-function owned(bytes: Uint8Array): Uint8Array {
-  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes;
-  const copy = Buffer.allocUnsafeSlow(bytes.byteLength);
-  copy.set(bytes);
-  return copy;
 }
 
 async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: LogRecord, bodies: Bodies, events: PoolEvent[]): Promise<void> {
@@ -94,10 +86,7 @@ async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: 
     try {
       result = await consumer.transform.process(record);
     } catch (err) {
-      const [code, reason] =
-        err instanceof RecordError
-          ? [err.code, err.message]
-          : ['LF_TRANSFORM_FAILED', `transform failed: ${err instanceof Error ? err.message : String(err)}`];
+      const { code, reason } = transformFailure(err);
       events.push({ kind: 'dead_letter', component: consumer.id, code, reason, docJson: JSON.stringify(record.doc) });
       continue;
     }

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { z } from 'zod';
 import { LogferryError } from '../errors.js';
-import type { PoolOutcome, PoolSetup, PoolTask } from './pool-protocol.js';
+import { transferable, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
 import type { RecordOrigin } from './types.js';
 
 const KiB = 1024;
@@ -96,8 +96,7 @@ export class RecordPool {
    * again. A line that shares its ArrayBuffer with other data (a view of a read buffer) is copied.
    */
   prepare(sourceId: string, line: Uint8Array, origin: RecordOrigin): Promise<PoolOutcome> {
-    const own = line.byteOffset === 0 && line.byteLength === line.buffer.byteLength && line.buffer instanceof ArrayBuffer;
-    const bytes = own ? (line.buffer as ArrayBuffer) : copyToArrayBuffer(line);
+    const bytes = transferable(line).buffer;
     const task: PoolTask = { sourceId, bytes, offset: 0, length: line.byteLength, origin };
     this.queued++;
     return (this.piscina.run(task, { transferList: [bytes] }) as Promise<PoolOutcome>).finally(() => {
@@ -109,12 +108,6 @@ export class RecordPool {
   async close(): Promise<void> {
     await this.piscina.destroy();
   }
-}
-
-function copyToArrayBuffer(line: Uint8Array): ArrayBuffer {
-  const bytes = new ArrayBuffer(line.byteLength);
-  new Uint8Array(bytes).set(line);
-  return bytes;
 }
 
 /** Workers need JavaScript: from the TypeScript sources (tests), the built worker is used. */

@@ -1,5 +1,5 @@
 import type { JsonObject, JsonValue, LogRecord, SourceText } from '../engine/types.js';
-import { spliceDocument } from './splice.js';
+import { skipSpace, spliceDocument, stringEnd } from './splice.js';
 
 /**
  * The bytes a sink writes for a record: the document's JSON on one line.
@@ -94,7 +94,7 @@ export function preparedRecord(fields: Omit<LogRecord, 'doc'>, bodies: PreparedB
   // An own enumerable getter, so `{ ...record }` in a plugin still copies a real document.
   Object.defineProperty(record, 'doc', {
     enumerable: true,
-    get: () => (doc ??= JSON.parse(Buffer.from(bodies.body.buffer, bodies.body.byteOffset, bodies.body.byteLength).toString('utf8')) as JsonObject),
+    get: () => (doc ??= JSON.parse(asBuffer(bodies.body).toString('utf8')) as JsonObject),
   });
   preparedBodies.set(record, bodies);
   return record;
@@ -131,22 +131,13 @@ export function countTextKeys(text: string): number {
   let keys = 0;
   let at = text.indexOf('"');
   while (at !== -1) {
-    let end = text.indexOf('"', at + 1);
-    while (end !== -1 && isEscaped(text, end)) end = text.indexOf('"', end + 1);
+    const end = stringEnd(text, at);
     if (end === -1) return keys;
-    let next = end + 1;
-    let c = text.charCodeAt(next);
-    while (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) c = text.charCodeAt(++next);
-    if (c === 0x3a) keys++;
+    const next = skipSpace(text, end + 1);
+    if (text.charCodeAt(next) === 0x3a) keys++;
     at = text.indexOf('"', next);
   }
   return keys;
-}
-
-function isEscaped(text: string, quote: number): boolean {
-  let backslashes = 0;
-  for (let i = quote - 1; text.charCodeAt(i) === 0x5c; i--) backslashes++;
-  return backslashes % 2 === 1;
 }
 
 /** Counts the keys of every object in a parsed document. */

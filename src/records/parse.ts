@@ -29,10 +29,10 @@ export type ParseResult =
  * Turns one input line (without its line terminator) into a record, or says precisely why not.
  * Shared by every source so that a line means the same thing whichever way it arrives.
  *
- * With `keepBytes`, a copy of the line is kept with the record (`sourceText`), so sinks can write
- * the document from the text it was read as instead of serializing it again (see body.ts).
+ * A copy of the line is kept with the record (`sourceText`), so sinks can write the document from
+ * the text it was read as instead of serializing it again (see body.ts).
  */
-export function parseLine(line: Uint8Array, origin: RecordOrigin, keepBytes = true): ParseResult {
+export function parseLine(line: Uint8Array, origin: RecordOrigin): ParseResult {
   const text = decodeLine(line);
   if (text === undefined) {
     return {
@@ -42,7 +42,7 @@ export function parseLine(line: Uint8Array, origin: RecordOrigin, keepBytes = tr
     };
   }
   const parsed = parseText(text, origin);
-  if (!keepBytes || !parsed.ok) return parsed;
+  if (!parsed.ok) return parsed;
   // Copied: the caller's buffer is usually a view of a read buffer that the next read overwrites.
   const sourceText = sourceTextOf(parsed.record.doc, text, Buffer.from(line));
   return sourceText ? { ok: true, record: { ...parsed.record, sourceText } } : parsed;
