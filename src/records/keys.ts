@@ -189,10 +189,21 @@ function jobKey(doc: JsonObject, compiled: CompiledKeyTemplates): string | null 
   const template = compiled.job;
   const recipeId = String(jobInteger(doc, 'flow_id'));
   const jobId = jobInteger(doc, 'id');
-  const values: JobValues = { status, recipe_id: recipeId, flow_id: recipeId, job_id: String(jobId) };
-  if (template.uses.has('formatted_job_id')) values.formatted_job_id = formatJobId(jobId);
-  if (template.uses.has('user_id')) values.user_id = jobUserId(doc, compiled.fallbackUserId);
-  if (template.usesTime) Object.assign(values, timeParts(doc.started_at, 'job field `started_at`'));
+  // One object literal with every field, so each record's values share one hidden class.
+  const values: Record<JobPlaceholder, string | undefined> = {
+    status,
+    recipe_id: recipeId,
+    flow_id: recipeId,
+    job_id: String(jobId),
+    formatted_job_id: template.uses.has('formatted_job_id') ? formatJobId(jobId) : undefined,
+    user_id: template.uses.has('user_id') ? jobUserId(doc, compiled.fallbackUserId) : undefined,
+    date: undefined,
+    datetime: undefined,
+    year: undefined,
+    month: undefined,
+    day: undefined,
+  };
+  if (template.usesTime) setTimeParts(values, doc.started_at, 'job field `started_at`');
   return render(template, values);
 }
 
@@ -202,8 +213,17 @@ function activityKey(doc: JsonObject, digest: string, compiled: CompiledKeyTempl
   if (typeof event !== 'string') {
     throw new RecordError('LF_RECORD_INVALID', 'activity event has no string `event`');
   }
-  const values: ActivityValues = { team_id: teamId(doc), event, digest };
-  if (template.usesTime) Object.assign(values, timeParts(doc.timestamp, 'activity field `timestamp`'));
+  const values: Record<ActivityPlaceholder, string | undefined> = {
+    team_id: teamId(doc),
+    event,
+    digest,
+    date: undefined,
+    datetime: undefined,
+    year: undefined,
+    month: undefined,
+    day: undefined,
+  };
+  if (template.usesTime) setTimeParts(values, doc.timestamp, 'activity field `timestamp`');
   return render(template, values);
 }
 
@@ -231,6 +251,24 @@ function jobInteger(doc: JsonObject, field: 'id' | 'flow_id'): number {
  * three so no folder holds more than a thousand entries. Accepts a digit string for ids past 2^53.
  */
 export function formatJobId(id: number | string): string {
+  // Ids below 10^15 (all real ones) are cut into folders with arithmetic and a table of the
+  // thousand three-digit groups: no padding or slicing of strings per record.
+  if (typeof id === 'number' && Number.isSafeInteger(id) && id >= 0 && id < 1e15) {
+    const low = id % 1e6;
+    const high = (id - low) / 1e6;
+    return (
+      LEADING_ZERO_FOLDERS +
+      THREE_DIGITS[Math.floor(high / 1e6)] +
+      '/' +
+      THREE_DIGITS[Math.floor(high / 1e3) % 1e3] +
+      '/' +
+      THREE_DIGITS[high % 1e3] +
+      '/' +
+      THREE_DIGITS[Math.floor(low / 1e3)] +
+      '/' +
+      THREE_DIGITS[low % 1e3]
+    );
+  }
   const digits = typeof id === 'number' ? (Number.isSafeInteger(id) && id >= 0 ? String(id) : '') : id;
   if (!DIGITS.test(digits)) {
     throw new RecordError('LF_RECORD_INVALID', `job id must be a non-negative integer, got ${describeValue(id)}`);
@@ -246,6 +284,10 @@ export function formatJobId(id: number | string): string {
   for (let i = 3; i < FORMATTED_JOB_ID_DIGITS; i += 3) formatted += '/' + padded.slice(i, i + 3);
   return formatted;
 }
+
+const THREE_DIGITS: readonly string[] = Array.from({ length: 1000 }, (_, n) => String(n).padStart(3, '0'));
+/** The first two of the seven folders, zero for every id below 10^15. */
+const LEADING_ZERO_FOLDERS = '000/000/';
 
 function jobUserId(doc: JsonObject, fallback: string | undefined): string {
   const fromReport = jobContextUserId(doc);
@@ -286,10 +328,30 @@ function objectAt(parent: JsonObject | undefined, field: string): JsonObject | u
   return value !== null && typeof value === 'object' && !Array.isArray(value) ? value : undefined;
 }
 
-type TimeParts = Record<'date' | 'datetime' | 'year' | 'month' | 'day', string>;
+type TimeParts = Record<'date' | 'datetime' | 'year' | 'month' | 'day', string | undefined>;
 
-/** Parses the timestamp once and derives every time placeholder, in UTC, from that one instant. */
-function timeParts(value: JsonValue | undefined, field: string): TimeParts {
+/**
+ * Parses the timestamp once and derives every time placeholder, in UTC, from that one instant.
+ * The last answer is kept: jobs that end together share their started_at second, and a record
+ * stream repeats timestamps far more often than not.
+ */
+function setTimeParts(values: TimeParts, value: JsonValue | undefined, field: string): void {
+  if (value !== lastTimestamp || typeof value !== 'string') {
+    lastParts = parseTimeParts(value, field);
+    lastTimestamp = value as string;
+  }
+  const parts = lastParts!;
+  values.date = parts.date;
+  values.datetime = parts.datetime;
+  values.year = parts.year;
+  values.month = parts.month;
+  values.day = parts.day;
+}
+
+let lastTimestamp: string | undefined;
+let lastParts: Required<TimeParts> | undefined;
+
+function parseTimeParts(value: JsonValue | undefined, field: string): Record<keyof TimeParts, string> {
   if (value === undefined || value === null) {
     throw new RecordError('LF_RECORD_BAD_TIME', `${field} is missing; the key needs it`);
   }
@@ -337,14 +399,21 @@ function twoDigits(n: number): string {
   return n < 10 ? '0' + n : String(n);
 }
 
+/**
+ * Placeholders whose values are built here from integers, digit strings, a fixed status word or a
+ * parsed time: they cannot hold a separator, so only the others are checked per record.
+ */
+const SAFE_BY_CONSTRUCTION: ReadonlySet<string> = new Set([
+  'status', 'recipe_id', 'flow_id', 'job_id', 'formatted_job_id', 'user_id', 'date', 'datetime', 'year', 'month', 'day',
+]);
+
 function render<P extends string>(template: KeyTemplate<P>, values: Partial<Record<P, string>>): string {
   let key = template.literals[0] ?? '';
   for (let i = 0; i < template.placeholders.length; i++) {
     const name = template.placeholders[i] as P;
     const value = values[name];
     if (value === undefined) throw new Error(`path_format: no value for placeholder {${name}}`);
-    // formatted_job_id is the one value with "/" in it, built here from digits only.
-    if (name !== 'formatted_job_id') assertSafeKeyPart(name, value);
+    if (!SAFE_BY_CONSTRUCTION.has(name)) assertSafeKeyPart(name, value);
     key += value + (template.literals[i + 1] ?? '');
   }
   return key;

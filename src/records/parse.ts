@@ -41,14 +41,11 @@ export function parseLine(line: Uint8Array, origin: RecordOrigin): ParseResult {
       rawBase64: Buffer.from(line).toString('base64'),
     };
   }
-  const parsed = parseText(text, origin);
-  if (!parsed.ok) return parsed;
-  // Copied: the caller's buffer is usually a view of a read buffer that the next read overwrites.
-  const sourceText = sourceTextOf(parsed.record.doc, text, Buffer.from(line));
-  return sourceText ? { ok: true, record: { ...parsed.record, sourceText } } : parsed;
+  return parseText(text, origin, line);
 }
 
-export function parseText(text: string, origin: RecordOrigin): ParseResult {
+/** As parseLine, from text; with the bytes the text was decoded from, the record keeps both (see body.ts). */
+export function parseText(text: string, origin: RecordOrigin, bytes?: Uint8Array): ParseResult {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -67,8 +64,11 @@ export function parseText(text: string, origin: RecordOrigin): ParseResult {
   const doc = value as JsonObject;
   const kind = classify(doc);
   if (typeof kind !== 'string') return { ok: false, error: kind, doc };
-  const record: LogRecord =
-    kind === 'activity' ? { kind, doc, origin, receivedDigest: contentDigest(doc) } : { kind, doc, origin };
+  const receivedDigest = kind === 'activity' ? contentDigest(doc) : undefined;
+  // Copied: the caller's buffer is usually a view of a read buffer that the next read overwrites.
+  const sourceText = bytes === undefined ? undefined : sourceTextOf(doc, text, Buffer.from(bytes));
+  // One object literal, so every parsed record has the same shape.
+  const record: LogRecord = { kind, doc, origin, receivedDigest, sourceText };
   return { ok: true, record };
 }
 

@@ -125,22 +125,23 @@ export class HttpSink implements Sink {
 
   async run(input: AsyncIterable<Delivery[]>): Promise<void> {
     for await (const group of input) {
-      for (const delivery of group) await this.add(delivery);
+      for (const delivery of group) {
+        // Most records only join the open batch; only a full batch (or json encoding) waits.
+        const sending = this.add(delivery);
+        if (sending) await sending;
+      }
     }
     await this.flush();
     await this.limit.drain();
   }
 
-  private async add(delivery: Delivery): Promise<void> {
+  private add(delivery: Delivery): Promise<void> | undefined {
     const line = documentBody(delivery.record);
     const bytes = line.length + 1;
     const { max_events, max_bytes } = this.options.batch;
-    if (this.options.encoding === 'json') {
-      await this.send({ deliveries: [delivery], lines: [line], bytes });
-      return;
-    }
+    if (this.options.encoding === 'json') return this.send({ deliveries: [delivery], lines: [line], bytes });
     // A batch never grows past max_bytes; a record larger than that on its own travels alone.
-    if (this.current && this.current.bytes + bytes > max_bytes) await this.flush();
+    if (this.current && this.current.bytes + bytes > max_bytes) return this.flush().then(() => this.add(delivery));
     if (!this.current) {
       this.current = { deliveries: [], lines: [], bytes: 0 };
       this.flushTimer = setTimeout(() => void this.flush(), this.options.batch.timeout_ms);
@@ -148,7 +149,8 @@ export class HttpSink implements Sink {
     this.current.deliveries.push(delivery);
     this.current.lines.push(line);
     this.current.bytes += bytes;
-    if (this.current.deliveries.length >= max_events || this.current.bytes >= max_bytes) await this.flush();
+    if (this.current.deliveries.length >= max_events || this.current.bytes >= max_bytes) return this.flush();
+    return undefined;
   }
 
   private async flush(): Promise<void> {

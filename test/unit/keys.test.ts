@@ -92,6 +92,17 @@ describe('job keys', () => {
     expect(recordError(() => keyOf(doc)).code).toBe('LF_RECORD_INVALID');
   });
 
+  it('time each record by its own started_at when consecutive records repeat or change it', () => {
+    const at = (started_at: string): string | null => keyOf(job100({ started_at }));
+    expect(at('2018-05-21T00:00:00Z')).toContain('-20180521000000-');
+    expect(at('2018-05-21T00:00:00Z')).toContain('-20180521000000-');
+    expect(at('2019-12-31T23:59:59-01:00')).toContain('/20200101/');
+    expect(recordError(() => at('2019-13-01T00:00:00Z')).code).toBe('LF_RECORD_BAD_TIME');
+    expect(at('2019-12-31T23:59:59-01:00')).toContain('-20200101005959-');
+    expect(recordError(() => keyOf(job100({ started_at: 5 }))).code).toBe('LF_RECORD_BAD_TIME');
+    expect(keyForDocument(activity(), withFallback)).toContain('/20190913/');
+  });
+
   it('fail with LF_RECORD_BAD_TIME naming the field and value', () => {
     const missing = recordError(() => keyOf(job100({ started_at: null })));
     expect(missing.code).toBe('LF_RECORD_BAD_TIME');
@@ -119,6 +130,26 @@ describe('formatted job ids', () => {
     // As a JSON number such an id is not even an exact integer, so the document is invalid too.
     const parsedFromJson = JSON.parse('{"id": 1234567890123456789012}') as JsonObject;
     expect(recordError(() => keyOf(job100(parsedFromJson))).code).toBe('LF_RECORD_INVALID');
+  });
+
+  it('cut ids into the same folders by arithmetic as by padding the digits', () => {
+    const byPadding = (id: number): string => {
+      const padded = String(id).padStart(21, '0');
+      return padded.match(/.{3}/g)!.join('/');
+    };
+    const ids = [0, 9, 10, 999, 1000, 999_999, 1_000_000, 123_456_789, 999_999_999_999_999, 1e15, Number.MAX_SAFE_INTEGER];
+    let seed = 7;
+    for (let i = 0; i < 2000; i++) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      ids.push(Math.min(Number.MAX_SAFE_INTEGER, Math.floor((seed / 2 ** 31) * 10 ** (1 + (i % 16)))));
+    }
+    for (const id of ids) expect(formatJobId(id), String(id)).toBe(byPadding(id));
+  });
+
+  it('reject negative, fractional and unsafe numbers', () => {
+    for (const bad of [-1, 1.5, Number.MAX_SAFE_INTEGER + 2, Number.NaN]) {
+      expect(recordError(() => formatJobId(bad)).code, String(bad)).toBe('LF_RECORD_INVALID');
+    }
   });
 
   it('appear in the key for a one-digit id', () => {
