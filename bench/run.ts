@@ -10,7 +10,7 @@ import { parseConfigText } from '../src/config/load.js';
 import { silentLogger } from '../src/engine/logger.js';
 import { Metrics } from '../src/engine/metrics.js';
 import { Pipeline } from '../src/engine/pipeline.js';
-import { DEFAULT_THRESHOLD_BYTES } from '../src/engine/record-pool.js';
+import { DEFAULT_THRESHOLD_BYTES, autoThreads } from '../src/engine/record-pool.js';
 import { UsageError } from '../src/errors.js';
 import { PAYLOADS, writeCorpus, type Corpus, type ScenarioName } from './corpus.js';
 
@@ -48,7 +48,7 @@ export interface ScenarioResult {
 
 export interface BenchReport {
   command: string;
-  machine: { cpus: number; model: string; memoryGiB: number; node: string; platform: string };
+  machine: { cpus: number; model: string; memoryGiB: number; node: string; nodeFlags?: string; platform: string };
   startedAt: string;
   results: ScenarioResult[];
   notes: string[];
@@ -58,7 +58,7 @@ interface BenchOptions {
   scenarios: ScenarioName[];
   sinks: SinkName[];
   pools: PoolSetting[];
-  /** pool.threads for the pool-on runs ('auto': one per core). */
+  /** pool.threads for the pool-on runs: a number of at least 1. */
   threads: string;
   thresholdBytes: number;
   mib: number;
@@ -120,6 +120,11 @@ transforms:
 sinks:
 ${sink}
 `;
+}
+
+/** The V8 flags the figures were measured with: the young generation's size changes them by a quarter. */
+function nodeFlags(): string {
+  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].filter((f) => f.startsWith('--')).join(' ') || '(none)';
 }
 
 /** The machine's floor for the same bytes: what one thread does with JSON.parse + JSON.stringify alone. */
@@ -350,7 +355,7 @@ export function plan(report: BenchReport, input: PlanInput, sink: SinkName = 'ht
     `headroom: ${(input.headroom * 100).toFixed(0)}% (an instance is planned at ${usable.toFixed(1)} MiB/s, to absorb bursts and catch up after an outage)`,
     `answer: ${instances} instance${instances === 1 ? '' : 's'} x ${coresPerInstance} core${coresPerInstance === 1 ? '' : 's'} = ${instances * coresPerInstance} core${instances * coresPerInstance === 1 ? '' : 's'}` +
       (instances > 1 ? ' (several instances share the input only with a shared source, e.g. the NATS JetStream source of the roadmap)' : ''),
-    `figures from: ${report.command} on ${report.machine.cpus} x ${report.machine.model}, ${report.startedAt}`,
+    `figures from: ${report.command} on ${report.machine.cpus} x ${report.machine.model}, Node ${report.machine.node} (flags: ${report.machine.nodeFlags ?? 'not recorded'}), ${report.startedAt}`,
   ].join('\n');
 }
 
@@ -404,7 +409,7 @@ export async function benchMain(argv: string[]): Promise<number> {
   logferry bench --plan --jobs-per-minute N --avg-kb N [--headroom 0.5] [--out FILE]
 
   --pool on,off  run each scenario with the worker pool, without it, or both (default)
-  --threads N    pool.threads of the pool-on runs (default auto: one per core)
+  --threads N    pool.threads of the pool-on runs (default auto: pool.threads auto, at least 1)
   --threshold-bytes N  pool.threshold_bytes of the pool-on runs (default ${DEFAULT_THRESHOLD_BYTES})
   --mib N        corpus size per scenario (default 128)
   --duration S   size each corpus to run about S seconds, from a short calibration run
@@ -428,8 +433,9 @@ export async function benchMain(argv: string[]): Promise<number> {
   for (const s of sinks) if (!SINKS.includes(s)) throw new UsageError(`unknown sink "${s}"; choose from ${SINKS.join(', ')}`);
   const pools = v.pool!.split(',').map((s) => s.trim()) as PoolSetting[];
   for (const p of pools) if (!POOL_SETTINGS.includes(p)) throw new UsageError(`unknown pool setting "${p}"; choose from on, off`);
-  const threads = v.threads!;
-  if (threads !== 'auto' && !(Number.isInteger(Number(threads)) && Number(threads) > 0)) throw new UsageError('--threads must be auto or a positive integer');
+  if (v.threads !== 'auto' && !(Number.isInteger(Number(v.threads)) && Number(v.threads) > 0)) throw new UsageError('--threads must be auto or a positive integer');
+  // A pool-on row needs a pool, also where pool.threads auto would turn it off (two cores).
+  const threads = v.threads === 'auto' ? String(Math.max(1, autoThreads())) : v.threads!;
   const thresholdBytes = Number(v['threshold-bytes']);
   if (!(Number.isInteger(thresholdBytes) && thresholdBytes >= 1024)) throw new UsageError('--threshold-bytes must be an integer of at least 1024');
   const options: BenchOptions = { scenarios, sinks, pools, threads, thresholdBytes, mib: Number(v.mib), json: v.json!, svg: v.svg!, out: v.out! };
@@ -439,6 +445,7 @@ export async function benchMain(argv: string[]): Promise<number> {
 
   const here = dirname(new URL(import.meta.url).pathname);
   const notes: string[] = [];
+  notes.push(`node ${process.version}, flags: ${nodeFlags()}`);
   if (pools.includes('on')) notes.push(`pool on: threads ${threads}, threshold_bytes ${thresholdBytes}; CPU and RSS include the worker threads`);
   const helpers: ChildProcess[] = [];
   const ports: Partial<Record<SinkName, number>> = {};
@@ -483,7 +490,7 @@ export async function benchMain(argv: string[]): Promise<number> {
   }
   const report: BenchReport = {
     command: `logferry bench ${argv.join(' ')}`.trim(),
-    machine: { cpus: availableParallelism(), model: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / GiB), node: process.version, platform: process.platform },
+    machine: { cpus: availableParallelism(), model: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / GiB), node: process.version, nodeFlags: nodeFlags(), platform: process.platform },
     startedAt: new Date().toISOString(),
     results,
     notes,

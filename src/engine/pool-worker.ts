@@ -125,7 +125,8 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
     return outcome;
   }
   const { record } = parsed;
-  const bodies = new Bodies(sourceTextOf(record.doc, text, line));
+  // The line was transferred here, so it is kept as is: an unchanged document's body is the line.
+  const bodies = new Bodies(sourceTextOf(record.doc, text, line, true));
   const events: PoolEvent[] = [];
   try {
     await walk(consumers, task.sourceId, record, bodies, events);
@@ -142,7 +143,9 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
   }
   metrics.perComponent.clear();
   const outcome: PoolOutcome = { ok: true, recordKind: record.kind, receivedDigest: record.receivedDigest, events, counts };
-  const transfer = [...bodies.transfer];
+  // The line goes back too, even when no body uses it: the main thread collects garbage far more
+  // often than an idle worker does, so dead lines would otherwise pile up here as external memory.
+  const transfer = [...bodies.transfer.add(task.bytes)];
   return move({
     get [transferableSymbol]() {
       return transfer;

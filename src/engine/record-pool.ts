@@ -23,8 +23,9 @@ export const poolSchema = z
       .union([z.literal('auto'), z.number().int().min(0).max(256)], { error: 'expected auto or a number of threads from 0 (pool off) to 256' })
       .default('auto')
       .describe(
-        'Worker threads that parse, mask, key and serialize large records. auto: one per core but one, which the main ' +
-          'thread keeps for reading, acknowledging and sending (at least 1); 0 turns the pool off.',
+        'Worker threads that parse, mask, key and serialize large records. auto: one per core beyond two, which the ' +
+          'main thread and the system (network stack, file I/O, garbage collection) keep, so off on two cores; ' +
+          '0 turns the pool off.',
       ),
     threshold_bytes: z
       .number()
@@ -44,8 +45,17 @@ export const poolSchema = z
 
 export type PoolOptions = z.output<typeof poolSchema>;
 
+/**
+ * Measured on two cores (bench/RESULTS.md): a worker there only competes with the main thread and
+ * the kernel for the same two cores, and 1 MB documents move at about 0.8x of pool off. So `auto`
+ * leaves two cores to the main thread and the system and gives the pool the rest.
+ */
 export function poolThreads(options: PoolOptions): number {
-  return options.threads === 'auto' ? Math.max(1, availableParallelism() - 1) : options.threads;
+  return options.threads === 'auto' ? autoThreads() : options.threads;
+}
+
+export function autoThreads(cores = availableParallelism()): number {
+  return Math.max(0, cores - 2);
 }
 
 /**

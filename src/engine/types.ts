@@ -49,7 +49,11 @@ export interface LogRecord {
 export interface SourceText {
   readonly doc: JsonObject;
   readonly text: string;
-  readonly bytes: Uint8Array;
+  /**
+   * The UTF-8 bytes read. Undefined for an ASCII line on the main thread: it is its text's latin1
+   * encoding, so keeping both would hold every line in flight twice.
+   */
+  readonly bytes: Uint8Array | undefined;
   toJSON(): string;
 }
 

@@ -25,9 +25,17 @@ export interface PreparedBodies {
  * The text to keep with a record parsed from `bytes`, or undefined when it cannot stand for the
  * document: a duplicated key keeps only its last value in `doc`, while the text would still carry
  * the first one, which masking and redaction never saw.
+ *
+ * `bytes` may be a view of a buffer the caller reuses: it is copied when kept, and for an ASCII
+ * line it is not kept at all (the text is the same bytes). A caller that owns `bytes` (the pool
+ * worker, which got them transferred) passes `owned`, and they are kept as they are.
  */
-export function sourceTextOf(doc: JsonObject, text: string, bytes: Uint8Array): SourceText | undefined {
-  return isFaithfulText(text, doc) ? new WithheldSourceText(doc, text, bytes) : undefined;
+export function sourceTextOf(doc: JsonObject, text: string, bytes: Uint8Array, owned = false): SourceText | undefined {
+  if (!isFaithfulText(text, doc)) return undefined;
+  if (owned) return new WithheldSourceText(doc, text, bytes);
+  // One byte per character only for ASCII (UTF-8 spends two or more on every other character).
+  const ascii = bytes.length === text.length;
+  return new WithheldSourceText(doc, text, ascii ? undefined : Buffer.from(bytes));
 }
 
 const WITHHELD = '[the line as read: withheld, it may hold values that are masked]';
@@ -35,9 +43,9 @@ const WITHHELD = '[the line as read: withheld, it may hold values that are maske
 class WithheldSourceText implements SourceText {
   readonly #doc: JsonObject;
   readonly #text: string;
-  readonly #bytes: Uint8Array;
+  readonly #bytes: Uint8Array | undefined;
 
-  constructor(doc: JsonObject, text: string, bytes: Uint8Array) {
+  constructor(doc: JsonObject, text: string, bytes: Uint8Array | undefined) {
     this.#doc = doc;
     this.#text = text;
     this.#bytes = bytes;
@@ -51,7 +59,7 @@ class WithheldSourceText implements SourceText {
     return this.#text;
   }
 
-  get bytes(): Uint8Array {
+  get bytes(): Uint8Array | undefined {
     return this.#bytes;
   }
 
@@ -67,9 +75,9 @@ class WithheldSourceText implements SourceText {
 /** Writes `doc` using what is known of the text it came from. */
 export function bodyFrom(source: SourceText | undefined, doc: JsonObject): Buffer {
   if (source) {
-    if (doc === source.doc) return asBuffer(source.bytes);
+    if (doc === source.doc) return source.bytes ? asBuffer(source.bytes) : Buffer.from(source.text, 'latin1');
     try {
-      return spliceDocument(source.text, source.bytes, source.doc, doc);
+      return spliceDocument(source.text, (source.bytes?.length ?? source.text.length) === source.text.length, source.doc, doc);
     } catch {
       // Not expected for text JSON.parse accepted; stringify is always right, only slower.
     }

@@ -180,9 +180,6 @@ export function keyForRecord(record: LogRecord, compiled: CompiledKeyTemplates):
   return activityKey(record.doc, record.receivedDigest ?? contentDigest(record.doc), compiled);
 }
 
-type JobValues = Partial<Record<JobPlaceholder, string>>;
-type ActivityValues = Partial<Record<ActivityPlaceholder, string>>;
-
 function jobKey(doc: JsonObject, compiled: CompiledKeyTemplates): string | null {
   const status = finalStatus(doc.status);
   if (status === null) return null;

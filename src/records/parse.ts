@@ -65,8 +65,7 @@ export function parseText(text: string, origin: RecordOrigin, bytes?: Uint8Array
   const kind = classify(doc);
   if (typeof kind !== 'string') return { ok: false, error: kind, doc };
   const receivedDigest = kind === 'activity' ? contentDigest(doc) : undefined;
-  // Copied: the caller's buffer is usually a view of a read buffer that the next read overwrites.
-  const sourceText = bytes === undefined ? undefined : sourceTextOf(doc, text, Buffer.from(bytes));
+  const sourceText = bytes === undefined ? undefined : sourceTextOf(doc, text, bytes);
   // One object literal, so every parsed record has the same shape.
   const record: LogRecord = { kind, doc, origin, receivedDigest, sourceText };
   return { ok: true, record };

@@ -10,17 +10,25 @@ import type { JsonObject, JsonValue } from '../engine/types.js';
  * The text must be the one `original` was parsed from, with no key given twice (see body.ts):
  * with a duplicated key the text would hold a value the document never had.
  */
-export function spliceDocument(text: string, bytes: Uint8Array | undefined, original: JsonObject, changed: JsonObject): Buffer {
+export function spliceDocument(text: string, ascii: boolean, original: JsonObject, changed: JsonObject): Buffer {
   const pieces: Piece[] = [];
   const scan = new Scanner(text, pieces);
   scan.value(skipSpace(text, 0), original, changed);
   scan.finish();
-  // Only ASCII text has one byte per character: then the ranges can be copied from the bytes read.
-  if (bytes && bytes.length === text.length) {
-    const buffers = pieces.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(bytes.buffer, bytes.byteOffset + p[0], p[1] - p[0])));
-    return Buffer.concat(buffers);
-  }
+  // ASCII text is one byte a character: its ranges are copied as latin1 straight into the body.
+  if (ascii) return joinAscii(text, pieces);
   return Buffer.from(pieces.map((p) => (typeof p === 'string' ? p : text.slice(p[0], p[1]))).join(''));
+}
+
+function joinAscii(text: string, pieces: readonly Piece[]): Buffer {
+  let length = 0;
+  for (const p of pieces) length += typeof p === 'string' ? Buffer.byteLength(p) : p[1] - p[0];
+  const body = Buffer.allocUnsafe(length);
+  let at = 0;
+  for (const p of pieces) {
+    at += typeof p === 'string' ? body.write(p, at, 'utf8') : body.write(text.slice(p[0], p[1]), at, 'latin1');
+  }
+  return body;
 }
 
 /** A range of the original text to copy, or a text to write instead. */

@@ -4,6 +4,7 @@ import { pipelineJsonSchema } from '../../src/config/json-schema.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { closest } from '../../src/config/suggest.js';
 import { ConfigError, type ConfigProblem } from '../../src/errors.js';
+import { autoThreads, poolThreads, poolSchema } from '../../src/engine/record-pool.js';
 
 const FILE = 'pipeline.yaml';
 
@@ -60,6 +61,13 @@ describe('pipeline config', () => {
         expect.objectContaining({ path: 'pool.treshold_bytes', line: 4, message: 'unknown option; did you mean "threshold_bytes"?' }),
       ]),
     );
+  });
+
+  it('gives pool.threads auto the cores beyond two (off on two cores), and takes a number as it is', () => {
+    expect([1, 2, 3, 4, 8, 64].map((cores) => autoThreads(cores))).toEqual([0, 0, 1, 2, 6, 62]);
+    expect(poolThreads(poolSchema.parse({ threads: 3 }))).toBe(3);
+    expect(poolThreads(poolSchema.parse({ threads: 0 }))).toBe(0);
+    expect(poolThreads(poolSchema.parse({}))).toBe(autoThreads());
   });
 
   it('parses durations in seconds or with a unit', async () => {

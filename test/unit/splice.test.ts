@@ -60,8 +60,7 @@ describe('spliceDocument', () => {
       const parsed = JSON.parse(text) as JsonObject;
       const changed = edit(parsed);
       if (changed === null || typeof changed !== 'object' || Array.isArray(changed)) continue;
-      const bytes = Buffer.from(text);
-      const out = spliceDocument(text, bytes, parsed, changed);
+      const out = spliceDocument(text, Buffer.byteLength(text) === text.length, parsed, changed);
       expect(JSON.parse(out.toString('utf8')), text).toEqual(JSON.parse(JSON.stringify(changed)));
       expect(out.includes(0x0a) && !text.includes('\n')).toBe(false);
       spliced++;
@@ -85,7 +84,7 @@ describe('spliceDocument', () => {
     const doc = JSON.parse(text) as JsonObject;
     const without = (...keys: string[]): JsonObject => Object.fromEntries(Object.entries(doc).filter(([k]) => !keys.includes(k))) as JsonObject;
     for (const keys of [['a'], ['b'], ['c'], ['a', 'b'], ['b', 'c'], ['a', 'c'], ['a', 'b', 'c']]) {
-      const out = spliceDocument(text, Buffer.from(text), doc, without(...keys)).toString();
+      const out = spliceDocument(text, Buffer.byteLength(text) === text.length, doc, without(...keys)).toString();
       expect(JSON.parse(out)).toEqual(without(...keys));
     }
   });
@@ -100,6 +99,33 @@ describe('source text', () => {
     expect(JSON.stringify(record)).not.toContain('s3cret');
     expect(inspect(record, { depth: 10 })).not.toContain('s3cret');
     expect(source.text).toBe(text);
+  });
+});
+
+describe('source text', () => {
+  it('keeps the bytes read only for a line that is not ASCII, and copies them from a reused buffer', () => {
+    const ascii = '{"id":1,"flow_id":2,"name":"plain"}';
+    expect(sourceTextOf(JSON.parse(ascii) as JsonObject, ascii, Buffer.from(ascii))!.bytes).toBeUndefined();
+    const utf8 = '{"id":1,"flow_id":2,"name":"ünïcödé 🚀"}';
+    const readBuffer = Buffer.from(utf8);
+    const kept = sourceTextOf(JSON.parse(utf8) as JsonObject, utf8, readBuffer)!;
+    readBuffer.fill(0x20);
+    expect(Buffer.from(kept.bytes!).toString('utf8')).toBe(utf8);
+  });
+
+  it('writes an unchanged document as the bytes read, ASCII or not', () => {
+    for (const text of ['{"id":1,"flow_id":2, "spaced" : [1, 2]}', '{"id":1,"flow_id":2,"name":"ünïcödé 🚀"}']) {
+      const doc = JSON.parse(text) as JsonObject;
+      expect(bodyFrom(sourceTextOf(doc, text, Buffer.from(text)), doc).toString('utf8')).toBe(text);
+    }
+  });
+
+  it('splices an ASCII line with a replacement that is not ASCII into valid UTF-8', () => {
+    const text = '{"id":1,"flow_id":2,"user":{"email":"a@b.c"},"note":"kept as read"}';
+    const doc = JSON.parse(text) as JsonObject;
+    const redacted = { ...doc, user: { email: '«redacted» ✓' } };
+    const body = bodyFrom(sourceTextOf(doc, text, Buffer.from(text)), redacted).toString('utf8');
+    expect(body).toBe('{"id":1,"flow_id":2,"user":{"email":"«redacted» ✓"},"note":"kept as read"}');
   });
 });
 
