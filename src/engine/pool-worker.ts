@@ -125,7 +125,7 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
     return outcome;
   }
   const { record } = parsed;
-  // The line was transferred here, so it is kept as is: an unchanged document's body is the line.
+  // The line was transferred here, so it is kept as is: an unchanged document's body is the line itself.
   const bodies = new Bodies(sourceTextOf(record.doc, text, line, true));
   const events: PoolEvent[] = [];
   try {
@@ -143,9 +143,7 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
   }
   metrics.perComponent.clear();
   const outcome: PoolOutcome = { ok: true, recordKind: record.kind, receivedDigest: record.receivedDigest, events, counts };
-  // The line goes back too, even when no body uses it: the main thread collects garbage far more
-  // often than an idle worker does, so dead lines would otherwise pile up here as external memory.
-  const transfer = [...bodies.transfer.add(task.bytes)];
+  const transfer = [...bodies.transfer];
   return move({
     get [transferableSymbol]() {
       return transfer;

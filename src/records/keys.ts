@@ -329,8 +329,8 @@ type TimeParts = Record<'date' | 'datetime' | 'year' | 'month' | 'day', string |
 
 /**
  * Parses the timestamp once and derives every time placeholder, in UTC, from that one instant.
- * The last answer is kept: jobs that end together share their started_at second, and a record
- * stream repeats timestamps far more often than not.
+ * The last answer is kept for the next record: jobs started in the same second (a burst of one
+ * recipe's jobs, events of one login) share the string, and checking costs one comparison.
  */
 function setTimeParts(values: TimeParts, value: JsonValue | undefined, field: string): void {
   if (value !== lastTimestamp || typeof value !== 'string') {

@@ -8,7 +8,8 @@ import type { JsonObject, JsonValue } from '../engine/types.js';
  * about two thirds of the cost of a record; this leaves a scan of the text and a memcpy.
  *
  * The text must be the one `original` was parsed from, with no key given twice (see body.ts):
- * with a duplicated key the text would hold a value the document never had.
+ * with a duplicated key the text would hold a value the document never had. `ascii` says the text
+ * has one byte per character, so its ranges can be copied into the body as latin1.
  */
 export function spliceDocument(text: string, ascii: boolean, original: JsonObject, changed: JsonObject): Buffer {
   const pieces: Piece[] = [];
