@@ -45,6 +45,14 @@ const DIGITS = /^[0-9]+$/;
 const TIMESTAMP =
   /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,]\d+)?\s*(?:(Z|UTC)|([+-])(\d{2}):?(\d{2}))$/;
 
+/**
+ * Placeholders whose values are built here from integers, digit strings, a fixed status word or a
+ * parsed time: they cannot hold a separator, so only the others are checked per record.
+ */
+const SAFE_BY_CONSTRUCTION: ReadonlySet<string> = new Set([
+  'status', 'recipe_id', 'flow_id', 'job_id', 'formatted_job_id', 'user_id', 'date', 'datetime', 'year', 'month', 'day',
+]);
+
 const TIME_PLACEHOLDERS: ReadonlySet<string> = new Set(['date', 'datetime', 'year', 'month', 'day']);
 
 /** A template split once into literal text and placeholders, so rendering is plain concatenation. */
@@ -57,6 +65,8 @@ export interface KeyTemplate<P extends string> {
   readonly uses: ReadonlySet<P>;
   /** Whether any placeholder needs the record's time, so records are only timed when it matters. */
   readonly usesTime: boolean;
+  /** Per placeholder, whether its rendered value must be checked for characters unsafe in a key. */
+  readonly checked: readonly boolean[];
 }
 
 export type ParsedKeyTemplate<P extends string> =
@@ -128,7 +138,8 @@ export function parseKeyTemplate<P extends string>(template: string, allowedPlac
 
   if (problems.length > 0) return { ok: false, problems };
   const usesTime = placeholders.some((p) => TIME_PLACEHOLDERS.has(p));
-  return { ok: true, template: { source: template, literals, placeholders, uses: new Set(placeholders), usesTime } };
+  const checked = placeholders.map((p) => !SAFE_BY_CONSTRUCTION.has(p));
+  return { ok: true, template: { source: template, literals, placeholders, uses: new Set(placeholders), usesTime, checked } };
 }
 
 /** Both templates of a path_format transform and its user_id fallback, compiled once per pipeline. */
@@ -396,21 +407,13 @@ function twoDigits(n: number): string {
   return n < 10 ? '0' + n : String(n);
 }
 
-/**
- * Placeholders whose values are built here from integers, digit strings, a fixed status word or a
- * parsed time: they cannot hold a separator, so only the others are checked per record.
- */
-const SAFE_BY_CONSTRUCTION: ReadonlySet<string> = new Set([
-  'status', 'recipe_id', 'flow_id', 'job_id', 'formatted_job_id', 'user_id', 'date', 'datetime', 'year', 'month', 'day',
-]);
-
 function render<P extends string>(template: KeyTemplate<P>, values: Partial<Record<P, string>>): string {
   let key = template.literals[0] ?? '';
   for (let i = 0; i < template.placeholders.length; i++) {
     const name = template.placeholders[i] as P;
     const value = values[name];
     if (value === undefined) throw new Error(`path_format: no value for placeholder {${name}}`);
-    if (!SAFE_BY_CONSTRUCTION.has(name)) assertSafeKeyPart(name, value);
+    if (template.checked[i]) assertSafeKeyPart(name, value);
     key += value + (template.literals[i + 1] ?? '');
   }
   return key;

@@ -259,6 +259,9 @@ describe('custom templates', () => {
     const parsed = parseKeyTemplate('a/{event}-{digest}.json', ACTIVITY_PLACEHOLDERS);
     expect(parsed.ok && parsed.template.literals).toEqual(['a/', '-', '.json']);
     expect(parsed.ok && parsed.template.placeholders).toEqual(['event', 'digest']);
+    expect(parsed.ok && parsed.template.checked).toEqual([true, true]);
+    const job = parseKeyTemplate(JOB_KEY_TEMPLATE, JOB_PLACEHOLDERS);
+    expect(job.ok && job.template.checked.every((check) => !check)).toBe(true);
     expect(parseKeyTemplate(JOB_KEY_TEMPLATE, JOB_PLACEHOLDERS).ok).toBe(true);
     expect(parseKeyTemplate(ACTIVITY_KEY_TEMPLATE, ACTIVITY_PLACEHOLDERS).ok).toBe(true);
   });
