@@ -12,6 +12,8 @@ export const ERROR_CODES = {
   LF_RECORD_BAD_UTF8: 'A line is not valid UTF-8.',
   LF_RECORD_TOO_LONG: 'A line is longer than max_line_bytes.',
   LF_RECORD_INVALID: 'A record is neither a job (integer id and flow_id) nor an activity event (string event).',
+  LF_RECORD_TOO_DEEP: 'A line nests objects and arrays deeper than max_depth.',
+  LF_RECORD_UNPROCESSABLE: 'Handling a record threw an unexpected error (a bug or a limit); the record is dead-lettered, nothing else stops.',
   LF_RECORD_NO_USER_ID: 'A job has no report.workato.job_context.user_id and path_format has no user_id fallback.',
   LF_RECORD_BAD_TIME: 'A timestamp needed for the key is missing or not a date.',
   LF_RECORD_UNSAFE_KEY: 'A key part would contain characters outside [A-Za-z0-9._-], which could escape the sink folder.',
@@ -22,6 +24,11 @@ export const ERROR_CODES = {
   LF_POOL_FAILED: 'The worker pool could not start, or a worker died; records it held are read again after a restart.',
   LF_PLUGIN_INVALID: 'A plugin module does not export what logferry expects.',
   LF_SHUTDOWN_TIMEOUT: 'Records were still in flight when shutdown_timeout ran out.',
+  LF_DEAD_LETTER_BLOCKED: 'A dead letter could not be written in full (disk full, read-only); the source position is held and the write is retried.',
+  LF_CHECKPOINT_FAILED: 'A checkpoint could not be saved; positions are kept in memory and the save is retried.',
+  LF_INPUT_UNREADABLE: 'An input file could not be opened or read.',
+  LF_DATA_DIR_LOCKED: 'Another running logferry holds the data_dir lock.',
+  LF_DATA_DIR_INVALID: 'The data_dir cannot be used: not a folder, not writable, or on a pseudo file system.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

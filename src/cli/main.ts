@@ -18,7 +18,11 @@ import { pathFormatSchema } from '../transforms/path-format.js';
 import { StatusReporter } from './status.js';
 import { parse as parseYaml } from 'yaml';
 
-export const EXIT = { ok: 0, runtime: 1, usage: 2, config: 78 } as const;
+/**
+ * 74 (EX_IOERR): `run --once` read everything it could, but an input could not be read or a
+ * checkpoint could not be saved. 75 (EX_TEMPFAIL): another logferry holds the data_dir lock.
+ */
+export const EXIT = { ok: 0, runtime: 1, usage: 2, io: 74, locked: 75, config: 78 } as const;
 
 const HELP = `logferry: ships job history and audit events, one JSON document per job, with end-to-end acknowledgement.
 
@@ -38,7 +42,8 @@ Options:
   -h, --help             this help
   -v, --version          the version
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage error, 78 config error.
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 74 input or checkpoint I/O failed (--once),
+75 data_dir locked by another logferry, 78 config error.
 `;
 
 interface CliOptions {

@@ -162,6 +162,18 @@ export interface ComponentDefinition<K extends ComponentKind = ComponentKind, S 
   readonly providesKey?: boolean;
   /** Transforms that apply each step's mask_data flag (used to warn about unmasked branches). */
   readonly appliesMaskData?: (options: z.output<S>) => boolean;
+  /**
+   * The option values that are secrets (tokens, passwords, URLs that carry a token). The engine
+   * scrubs them, and their usual encodings, from every log line and dead letter whatever their
+   * source (a destination that echoes request headers included).
+   */
+  readonly secrets?: (options: z.output<S>) => readonly string[];
+  /**
+   * Checks what the schema cannot see and `build` would refuse (files exist and parse, environment
+   * variables are set), so `logferry validate` catches it. Returns one message per problem, each
+   * with the option's dotted path relative to the component; does no network I/O.
+   */
+  readonly preflight?: (options: z.output<S>, env: NodeJS.ProcessEnv) => readonly { path: string; message: string }[];
   build(options: z.output<S>, ctx: ContextOf[K]): InstanceOf[K] | Promise<InstanceOf[K]>;
 }
 
