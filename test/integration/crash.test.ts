@@ -11,6 +11,14 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+async function waitFor(condition: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
 describe('kill -9 while lines are appended', () => {
   it.each([
     ['pool off', '{ threads: 0 }'],
@@ -24,10 +32,13 @@ describe('kill -9 while lines are appended', () => {
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out, top: `pool: ${pool}` }));
     const total = 4000;
     let written = 0;
+    /** Jobs the writer may have written so far: a share more with every run, so the input outlasts several kills however slow start-up is. */
+    let allowance = 0;
     // The writer appends in uneven chunks that often end mid-line, like a real producer.
     const writer = (async () => {
       let pendingTail = '';
       while (written < total) {
+        while (written >= allowance) await sleep(20);
         const n = Math.min(total - written, 20 + Math.floor(Math.random() * 60));
         let text = pendingTail;
         for (let i = 0; i < n; i++) {
@@ -44,14 +55,27 @@ describe('kill -9 while lines are appended', () => {
 
     const kills = 6;
     let killsWhileWriting = 0;
+    const checkpoint = join(dir, 'data', 'checkpoints', 'jobs.json');
     for (let k = 0; k < kills; k++) {
+      const before = await readFile(checkpoint, 'utf8').catch(() => '');
       const running = startCli(['run', '-c', config], { cwd: dir });
-      await sleep(300 + Math.floor(Math.random() * 700));
+      allowance = Math.min(total, (k + 1) * (total / 4));
+      // Kill only once this run has moved the checkpoint (start-up takes 1-2 s on a busy machine),
+      // then at a random moment while it ships, so every kill lands mid-work.
+      await waitFor(
+        async () =>
+          (await readFile(checkpoint, 'utf8').catch(() => '')) !== before ||
+          (written >= total && running.stderr().includes('running;')) ||
+          running.child.exitCode !== null,
+        60_000,
+      );
+      await sleep(Math.floor(Math.random() * 400));
       if (written < total) killsWhileWriting++;
       running.child.kill('SIGKILL');
       const result = await running.exited;
       expect(result.signal).toBe('SIGKILL');
     }
+    allowance = total;
     await writer;
     expect(killsWhileWriting).toBeGreaterThanOrEqual(2);
 
