@@ -99,7 +99,7 @@ const asIs = (text: string): string => text;
  * does the text of a line that is not a record (it may hold them), unless keep_text asks for it:
  * such a line is named by its file, offset, length and hash.
  */
-function toEntry(input: DeadLetterInput, options: DeadLetterOptions): DeadLetterEntry {
+export function toEntry(input: DeadLetterInput, options: DeadLetterOptions = {}): DeadLetterEntry {
   const scrub = options.scrub ?? asIs;
   const entry: DeadLetterEntry = {
     time: new Date().toISOString(),
