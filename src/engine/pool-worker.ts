@@ -3,7 +3,7 @@ import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { transformFailure } from '../errors.js';
 import { loadPlugins } from '../plugin/load.js';
 import { bodyFrom } from '../records/body.js';
-import { decodeLine, lineReference, parseText } from '../records/parse.js';
+import { decodeLine, lineReference, parseText, utf8Problem } from '../records/parse.js';
 import { deadLetterRedactor } from '../records/redaction.js';
 import { ComponentRegistry } from '../registry.js';
 import { pathFormatTransform } from '../transforms/path-format.js';
@@ -121,7 +121,7 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
     const outcome: PoolOutcome = {
       ok: false,
       code: 'LF_RECORD_BAD_UTF8',
-      reason: 'line is not valid UTF-8',
+      reason: `line is not valid UTF-8: ${utf8Problem(line)}`,
       rawBase64: Buffer.from(line).toString('base64'),
       line: lineReference(line),
     };

@@ -51,12 +51,47 @@ export function parseLine(line: Uint8Array, origin: RecordOrigin): ParseResult {
   if (text === undefined) {
     return {
       ok: false,
-      error: new RecordError('LF_RECORD_BAD_UTF8', 'line is not valid UTF-8'),
+      error: new RecordError('LF_RECORD_BAD_UTF8', `line is not valid UTF-8: ${utf8Problem(line)}`),
       rawBase64: Buffer.from(line).toString('base64'),
       line: lineReference(line),
     };
   }
   return parseText(text, origin, line);
+}
+
+/** Where the first byte that breaks UTF-8 is, for the dead letter's reason (it quotes nothing). */
+export function utf8Problem(bytes: Uint8Array): string {
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    // Lead byte: how many continuation bytes follow, and the smallest second byte (no overlong
+    // forms, no surrogates, nothing above U+10FFFF).
+    let need: number;
+    let low = 0x80;
+    let high = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) need = 1;
+    else if (b >= 0xe0 && b <= 0xef) {
+      need = 2;
+      if (b === 0xe0) low = 0xa0;
+      if (b === 0xed) high = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      need = 3;
+      if (b === 0xf0) low = 0x90;
+      if (b === 0xf4) high = 0x8f;
+    } else return `byte 0x${b.toString(16)} at byte ${i} cannot start a character`;
+    for (let k = 1; k <= need; k++) {
+      const c = bytes[i + k];
+      if (c === undefined) return `the line ends inside a character at byte ${i}`;
+      const [min, max] = k === 1 ? [low, high] : [0x80, 0xbf];
+      if (c < min || c > max) return `byte 0x${c.toString(16)} at byte ${i + k} does not continue the character at byte ${i}`;
+    }
+    i += need + 1;
+  }
+  return 'no invalid byte found';
 }
 
 /**

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { findJsonProblem, parseKeepingMaskData } from '../../src/records/json-text.js';
-import { parseLine } from '../../src/records/parse.js';
+import { parseLine, utf8Problem } from '../../src/records/parse.js';
 
 /** Random texts near JSON: valid documents with one character changed, cut, or doubled. */
 const nearJson = fc
@@ -74,5 +74,25 @@ describe('parseKeepingMaskData', () => {
     expect(Array.isArray(parseKeepingMaskData(text).value)).toBe(true);
     expect(findJsonProblem(text)).toBeUndefined();
     expect(findJsonProblem('['.repeat(depth))?.problem).toContain('cut short');
+  });
+});
+
+describe('utf8Problem', () => {
+  it('finds the first byte that breaks UTF-8 exactly when a strict decoder refuses the bytes (property)', () => {
+    const strict = new TextDecoder('utf-8', { fatal: true });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 24 }), fc.string({ unit: 'grapheme', maxLength: 8 }), (noise, text) => {
+        const bytes = Buffer.concat([Buffer.from(text), noise, Buffer.from(text)]);
+        let valid = true;
+        try {
+          strict.decode(bytes);
+        } catch {
+          valid = false;
+        }
+        expect(utf8Problem(bytes) === 'no invalid byte found').toBe(valid);
+      }),
+      { seed: 42, numRuns: 3000 },
+    );
+    expect(utf8Problem(Buffer.from('{"a":"x\xffy"}', 'latin1'))).toBe('byte 0xff at byte 7 cannot start a character');
   });
 });
