@@ -42,12 +42,6 @@ export class SecretScrubber {
   scrub(text: string): string {
     return this.pattern && text.length >= MIN_SECRET_LENGTH ? text.replace(this.pattern, SCRUBBED) : text;
   }
-
-  /** A copy of a JSON-like value with every string scrubbed (for log fields and error objects). */
-  scrubValue(value: unknown): unknown {
-    if (!this.pattern) return value;
-    return JSON.parse(JSON.stringify(value, (_key, v: unknown) => (typeof v === 'string' ? this.scrub(v) : v)) ?? 'null');
-  }
 }
 
 /**
