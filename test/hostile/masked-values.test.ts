@@ -188,7 +188,7 @@ describe('masked values never leave the input file', () => {
       expect(shown.stdout).toContain('LF_RECORD_BAD_JSON');
       expect(shown.stdout).toContain('it may hold values of steps marked mask_data');
       expect(shown.stdout).toContain(body[1]!.subarray(0, -1).toString('utf8'));
-    });
+    }, 180_000);
   }
 
   it('show says when the file changed or is gone; keep_text keeps the text', async () => {
@@ -227,5 +227,5 @@ describe('masked values never leave the input file', () => {
     expect((await runCli(['run', '-c', keeping, '--once'], { cwd: dir })).code).toBe(0);
     const kept = await runCli(['dead-letter', 'list', '-c', keeping, '--json'], { cwd: dir });
     expect((JSON.parse(kept.stdout.trim()) as DeadLetterEntry).text).toBe('{"stray": "quote"" }');
-  });
+  }, 180_000);
 });

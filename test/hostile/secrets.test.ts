@@ -131,5 +131,5 @@ describe('credentials echoed by a destination', () => {
     for (const secret of [BEARER, QUERY_TOKEN, PATH_TOKEN, API_KEY, SUMO_TOKEN, Buffer.from(`shipper:${BASIC_PASSWORD}`).toString('base64')]) {
       expect(seen).toContain(secret);
     }
-  });
+  }, 180_000);
 });
