@@ -3,7 +3,7 @@ import { availableParallelism, cpus } from 'node:os';
 import Benchmark from 'benchmark';
 import type { JsonObject, LogRecord } from '../src/engine/types.js';
 import { RecordPool, autoThreads, poolSchema } from '../src/engine/record-pool.js';
-import { bodyFrom, countDocKeys, countTextKeys, sourceTextOf } from '../src/records/body.js';
+import { bodyFrom, countDocKeys, countTextKeys } from '../src/records/body.js';
 import { compileKeyTemplates, keyForRecord } from '../src/records/keys.js';
 import { decodeLine, parseText } from '../src/records/parse.js';
 import { createRedactor, redactSchema } from '../src/records/redaction.js';
@@ -136,9 +136,9 @@ async function cutOver(): Promise<void> {
             () => {
               // What the engine does with a line on the main thread (parse.ts, redact, path_format, body.ts).
               const text = decodeLine(line)!;
-              const parsed = parseText(text, origin);
+              const parsed = parseText(text, origin, Buffer.from(line));
               if (!parsed.ok) throw new Error('parse');
-              const source = sourceTextOf(parsed.record.doc, text, Buffer.from(line));
+              const source = parsed.record.sourceText;
               const doc = redact(parsed.record.doc);
               keyForRecord({ ...parsed.record, doc }, compiled);
               bodyFrom(source, doc);

@@ -39,4 +39,5 @@ export {
   type RetryOptions,
   type Verdict,
 } from './sinks/delivery.js';
-export { HttpSink, httpSink, httpSinkSchema, type HttpSinkOptions } from './sinks/http.js';
+export { HttpSink, httpSecrets, httpSink, httpSinkSchema, type HttpSinkOptions } from './sinks/http.js';
+export { MIN_SECRET_LENGTH, SecretScrubber, urlSecrets } from './engine/secrets.js';

@@ -1,4 +1,4 @@
-import { defineSink, definePlugin, httpSinkSchema, HttpSink, retrySchema, z } from 'logferry';
+import { defineSink, definePlugin, httpSinkSchema, HttpSink, retrySchema, urlSecrets, z } from 'logferry';
 
 /** Sumo Logic rejects requests above 1 MiB; it recommends 100 KB to 1 MB of uncompressed data. */
 const SUMO_MAX_BATCH_BYTES = 1024 * 1024;
@@ -62,6 +62,8 @@ export const sumoLogicSink = defineSink({
   description: 'Sends records to a Sumo Logic HTTP source as gzipped NDJSON batches with X-Sumo-* metadata.',
   schema: sumoLogicSchema,
   requiresKey: false,
+  // The whole URL is the credential (its last segment is the source token).
+  secrets: (options) => [options.url, ...urlSecrets(options.url)],
   build: (options, ctx) =>
     new HttpSink(
       httpSinkSchema.parse({

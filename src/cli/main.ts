@@ -1,15 +1,17 @@
 #!/usr/bin/env -S node --max-semi-space-size=64
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { builtinRegistry } from '../builtins.js';
 import { pipelineJsonSchema } from '../config/json-schema.js';
 import { loadConfig } from '../config/load.js';
 import type { PipelineConfig } from '../config/types.js';
-import { readDeadLetters, DeadLetterWriter } from '../engine/dead-letters.js';
+import { readDeadLetters, DeadLetterWriter, type DeadLetterEntry } from '../engine/dead-letters.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../engine/logger.js';
 import { Pipeline } from '../engine/pipeline.js';
+import { collectSecrets, SecretScrubber } from '../engine/secrets.js';
 import type { JsonObject } from '../engine/types.js';
 import { ConfigError, formatProblem, LogferryError, UsageError } from '../errors.js';
 import { keyForDocument } from '../records/keys.js';
@@ -24,6 +26,13 @@ import { parse as parseYaml } from 'yaml';
  */
 export const EXIT = { ok: 0, runtime: 1, usage: 2, io: 74, locked: 75, config: 78 } as const;
 
+/**
+ * The secrets of the loaded pipeline (filled once its file is read): every log line and the
+ * error report go through it, so a destination that echoes a token cannot put it on stderr.
+ */
+const scrubber = new SecretScrubber();
+const scrub = (text: string): string => scrubber.scrub(text);
+
 const HELP = `logferry: ships job history and audit events, one JSON document per job, with end-to-end acknowledgement.
 
 Usage:
@@ -32,6 +41,9 @@ Usage:
   logferry schema [-c FILE]            print the JSON Schema of pipeline files (for editors; -c adds its plugins' types)
   logferry key [-c FILE] DOC.json...   print the key each document would get
   logferry dead-letter list -c FILE    show the dead letters grouped by reason (--json for raw entries)
+  logferry dead-letter show -c FILE [N|--all]
+                                       print dead letter N (default: the last; --all: every one), with
+                                       a line kept by reference read back from its file
   logferry bench [--help]              measure throughput, latency, CPU and memory; --plan sizes a deployment
 
 Options:
@@ -50,6 +62,7 @@ interface CliOptions {
   config?: string;
   once: boolean;
   json: boolean;
+  all: boolean;
   logFormat: LogFormat;
   logLevel: LogLevel;
   positionals: string[];
@@ -65,6 +78,7 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
         config: { type: 'string', short: 'c' },
         once: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
+        all: { type: 'boolean', default: false },
         'log-format': { type: 'string', default: 'text' },
         'log-level': { type: 'string', default: 'info' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -85,6 +99,7 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
     config: v.config,
     once: v.once ?? false,
     json: v.json ?? false,
+    all: v.all ?? false,
     logFormat,
     logLevel: logLevel as LogLevel,
     help: v.help ?? false,
@@ -105,6 +120,7 @@ function requireConfig(options: CliOptions, command: string): string {
 
 async function load(file: string, log: Logger): Promise<PipelineConfig> {
   const config = await loadConfig(file, builtinRegistry(), { loadPlugins });
+  scrubber.add(collectSecrets([...config.sources, ...config.transforms, ...config.sinks]));
   for (const warning of config.warnings) log.warn(formatProblem(file, warning));
   return config;
 }
@@ -112,9 +128,9 @@ async function load(file: string, log: Logger): Promise<PipelineConfig> {
 async function commandRun(options: CliOptions): Promise<number> {
   const file = requireConfig(options, 'run');
   let reporter: StatusReporter | undefined;
-  const log = createLogger({ format: options.logFormat, level: options.logLevel, beforeWrite: () => reporter?.clearLive() });
+  const log = createLogger({ format: options.logFormat, level: options.logLevel, beforeWrite: () => reporter?.clearLive(), scrub });
   const config = await load(file, log);
-  const pipeline = new Pipeline(config, { once: options.once, log });
+  const pipeline = new Pipeline(config, { once: options.once, log, scrubber });
   try {
     await pipeline.build();
   } catch (err) {
@@ -157,7 +173,7 @@ async function commandRun(options: CliOptions): Promise<number> {
 
 async function commandValidate(options: CliOptions): Promise<number> {
   const file = requireConfig(options, 'validate');
-  const log = createLogger({ format: options.logFormat, level: options.logLevel });
+  const log = createLogger({ format: options.logFormat, level: options.logLevel, scrub });
   const config = await load(file, log);
   const count = config.sources.length + config.transforms.length + config.sinks.length;
   process.stdout.write(`${file}: ok (${count} components: ${config.sources.length} sources, ${config.transforms.length} transforms, ${config.sinks.length} sinks)\n`);
@@ -206,36 +222,155 @@ async function commandKey(options: CliOptions): Promise<number> {
   return failures > 0 ? EXIT.runtime : EXIT.ok;
 }
 
+const DEAD_LETTER_USAGE = 'usage: logferry dead-letter list -c pipeline.yaml [--json] | logferry dead-letter show -c pipeline.yaml [N|--all] [--json]';
+
 async function commandDeadLetter(options: CliOptions): Promise<number> {
-  const [, action] = options.positionals;
-  if (action !== 'list') throw new UsageError('usage: logferry dead-letter list -c pipeline.yaml [--json]');
-  const file = requireConfig(options, 'dead-letter list');
+  const [, action, ...rest] = options.positionals;
+  if (action !== 'list' && action !== 'show') throw new UsageError(DEAD_LETTER_USAGE);
+  const file = requireConfig(options, `dead-letter ${action}`);
+  // Read-only: no lock on data_dir, nothing written.
   const config = await load(file, createLogger({ level: 'error' }));
   const entries = await readDeadLetters(config.dataDir);
+  return action === 'list' ? listDeadLetters(entries, config, options) : showDeadLetters(entries, rest, options);
+}
+
+function listDeadLetters(entries: DeadLetterEntry[], config: PipelineConfig, options: CliOptions): number {
   if (options.json) {
-    for (const e of entries) process.stdout.write(JSON.stringify(e) + '\n');
+    for (const e of entries) process.stdout.write(scrub(JSON.stringify(e)) + '\n');
     return EXIT.ok;
   }
   if (entries.length === 0) {
     process.stdout.write('no dead letters\n');
     return EXIT.ok;
   }
-  const groups = new Map<string, typeof entries>();
-  for (const e of entries) {
-    const list = groups.get(e.code) ?? [];
-    list.push(e);
-    groups.set(e.code, list);
-  }
-  process.stdout.write(`${entries.length} dead letters in ${DeadLetterWriter.dirFor(config.dataDir)}\n`);
+  const groups = new Map<string, { entry: DeadLetterEntry; number: number }[]>();
+  entries.forEach((entry, index) => {
+    const list = groups.get(entry.code) ?? [];
+    list.push({ entry, number: index + 1 });
+    groups.set(entry.code, list);
+  });
+  process.stdout.write(`${entries.length} dead letters in ${DeadLetterWriter.dirFor(config.dataDir)} (logferry dead-letter show N prints one)\n`);
   for (const [code, list] of [...groups].sort((a, b) => b[1].length - a[1].length)) {
     process.stdout.write(`\n${code} (${list.length})\n`);
-    for (const e of list.slice(0, 5)) {
-      const where = e.file !== undefined ? `${relative(process.cwd(), e.file)}${e.offset !== undefined ? `@${e.offset}` : ''}` : e.source;
-      process.stdout.write(`  ${where} [${e.component}] ${e.reason}\n`);
+    for (const { entry: e, number } of list.slice(0, 5)) {
+      process.stdout.write(scrub(`  #${number} ${where(e)} [${e.component}] ${e.reason}`) + '\n');
     }
     if (list.length > 5) process.stdout.write(`  … and ${list.length - 5} more (--json shows all)\n`);
   }
   return EXIT.ok;
+}
+
+/** `file@offset`, with `+length` for a line kept by reference. */
+function where(e: DeadLetterEntry): string {
+  if (e.file === undefined) return e.source;
+  const offset = e.offset !== undefined ? `@${e.offset}${e.length !== undefined ? `+${e.length}` : ''}` : '';
+  return `${relative(process.cwd(), e.file)}${offset}`;
+}
+
+type LineReadBack =
+  | { status: 'ok'; bytes: Buffer }
+  | { status: 'changed' | 'gone' | 'unreadable' | 'not-kept'; detail: string };
+
+/** Reads a line kept by reference back from its file, if the bytes there still have its hash. */
+async function readBack(e: DeadLetterEntry): Promise<LineReadBack> {
+  if (e.file === undefined || e.offset === undefined || e.length === undefined || e.sha256 === undefined) {
+    return { status: 'not-kept', detail: 'this dead letter names no line in a file' };
+  }
+  let handle;
+  try {
+    handle = await open(e.file, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { status: 'gone', detail: `${e.file} is gone (deleted, or rotated away under another name)` };
+    return { status: 'unreadable', detail: `cannot read ${e.file}: ${(err as Error).message}` };
+  }
+  try {
+    const bytes = Buffer.alloc(e.length);
+    const { bytesRead } = await handle.read(bytes, 0, e.length, e.offset);
+    const sha256 = createHash('sha256').update(bytes.subarray(0, bytesRead)).digest('hex');
+    if (bytesRead !== e.length || sha256 !== e.sha256) {
+      return {
+        status: 'changed',
+        detail: `the bytes at ${e.offset}..${e.offset + e.length} of ${e.file} no longer have the recorded SHA-256: the file was rewritten, truncated or rotated (copytruncate) since`,
+      };
+    }
+    return { status: 'ok', bytes };
+  } catch (err) {
+    return { status: 'unreadable', detail: `cannot read ${e.file}: ${(err as Error).message}` };
+  } finally {
+    await handle.close();
+  }
+}
+
+const LINE_WARNING = 'it may hold values of steps marked mask_data, and secrets: handle it with care';
+
+async function showDeadLetters(entries: DeadLetterEntry[], args: string[], options: CliOptions): Promise<number> {
+  if (entries.length === 0) {
+    process.stdout.write('no dead letters\n');
+    return EXIT.ok;
+  }
+  if (args.length > 1 || (args.length === 1 && options.all)) throw new UsageError(DEAD_LETTER_USAGE);
+  let numbers: number[];
+  if (options.all) numbers = entries.map((_e, i) => i + 1);
+  else if (args.length === 0) numbers = [entries.length];
+  else {
+    const n = Number(args[0]);
+    if (!Number.isSafeInteger(n) || n < 1 || n > entries.length) {
+      throw new UsageError(`no dead letter ${args[0]}: there are ${entries.length}, numbered 1 to ${entries.length} (logferry dead-letter list shows them)`);
+    }
+    numbers = [n];
+  }
+  for (const n of numbers) {
+    const e = entries[n - 1]!;
+    const line = await readBack(e);
+    if (options.json) {
+      const out: Record<string, unknown> = { number: n, ...e, line_status: line.status };
+      if (line.status === 'ok') {
+        const text = decodeUtf8(line.bytes);
+        if (text !== undefined) out.line_text = text;
+        else out.line_base64 = line.bytes.toString('base64');
+      } else {
+        out.line_detail = line.detail;
+      }
+      process.stdout.write(scrub(JSON.stringify(out)) + '\n');
+      continue;
+    }
+    const fields: [string, unknown][] = [
+      ['time', e.time],
+      ['code', e.code],
+      ['reason', e.reason],
+      ['component', e.component],
+      ['source', e.source],
+      ['file', e.file],
+      ['offset', e.offset],
+      ['length', e.length],
+      ['sha256', e.sha256],
+      ['text', e.text],
+      ['raw_base64', e.raw_base64],
+    ];
+    let out = `dead letter ${n} of ${entries.length}\n`;
+    for (const [name, value] of fields) if (value !== undefined) out += `  ${`${name}:`.padEnd(11)} ${String(value)}\n`;
+    if (line.status === 'ok') {
+      const text = decodeUtf8(line.bytes);
+      out += text !== undefined
+        ? `line, read back from the file (${LINE_WARNING}):\n${text}\n`
+        : `line, read back from the file, as base64: it is not valid UTF-8 (${LINE_WARNING}):\n${line.bytes.toString('base64')}\n`;
+    } else if (line.status !== 'not-kept') {
+      out += `line: not available: ${line.detail}\n`;
+    }
+    process.stdout.write(scrub(out) + (numbers.length > 1 ? '\n' : ''));
+  }
+  return EXIT.ok;
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+function decodeUtf8(bytes: Buffer): string | undefined {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -275,18 +410,18 @@ export async function main(argv: string[]): Promise<number> {
 
 function report(err: unknown): number {
   if (err instanceof ConfigError) {
-    process.stderr.write(err.message + '\n');
+    process.stderr.write(scrub(err.message) + '\n');
     return EXIT.config;
   }
   if (err instanceof UsageError) {
-    process.stderr.write(`logferry: ${err.message}\n`);
+    process.stderr.write(scrub(`logferry: ${err.message}`) + '\n');
     return EXIT.usage;
   }
   if (err instanceof LogferryError) {
-    process.stderr.write(`logferry: ${err.code}: ${err.message}\n`);
+    process.stderr.write(scrub(`logferry: ${err.code}: ${err.message}`) + '\n');
     return err.code.startsWith('LF_CONFIG') ? EXIT.config : EXIT.runtime;
   }
-  process.stderr.write(`logferry: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.stderr.write(scrub(`logferry: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`) + '\n');
   return EXIT.runtime;
 }
 

@@ -47,6 +47,20 @@ export const pipelineSchema = z
     shutdown_timeout: durationSchema.prefault(30).describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m.'),
     checkpoint_interval_ms: z.number().int().positive().default(1000).describe('How often acknowledged positions are saved.'),
     status_interval_ms: z.number().int().positive().default(10_000).describe('How often the status line is logged.'),
+    dead_letter: z
+      .object({
+        keep_text: z
+          .boolean()
+          .default(false)
+          .describe(
+            'Keep the text of lines that are not records (bad JSON, bad UTF-8, not an object) in the dead letters. Off: a ' +
+              'line is named by file, offset, length and SHA-256, and `logferry dead-letter show` reads it back from the file. ' +
+              'On: the text may hold values of steps marked mask_data, and secrets.',
+          ),
+      })
+      .strict()
+      .prefault({})
+      .describe('What the dead letters keep.'),
     plugins: z.array(z.string().min(1)).default([]).describe('Plugin modules: paths (relative to the pipeline file) or npm package names.'),
     sources: componentTable.describe('Components that read records.'),
     transforms: componentTable.default({}).describe('Components that change, drop or key records.'),
@@ -172,6 +186,7 @@ export async function parseConfigText(
     checkpointIntervalMs: settings.checkpoint_interval_ms,
     statusIntervalMs: settings.status_interval_ms,
     plugins: settings.plugins,
+    deadLetterKeepText: settings.dead_letter.keep_text,
     sources: components.filter((c) => c.kind === 'source'),
     transforms: components.filter((c) => c.kind === 'transform'),
     sinks: components.filter((c) => c.kind === 'sink'),

@@ -27,6 +27,8 @@ export interface PipelineConfig {
   readonly checkpointIntervalMs: number;
   readonly statusIntervalMs: number;
   readonly plugins: readonly string[];
+  /** `dead_letter.keep_text`: dead letters keep the text of lines that are not records (default false). */
+  readonly deadLetterKeepText?: boolean;
   readonly sources: readonly ComponentConfig[];
   readonly transforms: readonly ComponentConfig[];
   readonly sinks: readonly ComponentConfig[];

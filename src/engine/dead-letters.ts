@@ -1,7 +1,8 @@
 import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { applyMaskData, DEFAULT_MASK } from '../records/mask.js';
-import type { DeadLetterInput } from './types.js';
+import { lineReference } from '../records/parse.js';
+import type { DeadLetterInput, JsonObject } from './types.js';
 
 export interface DeadLetterEntry {
   time: string;
@@ -11,8 +12,25 @@ export interface DeadLetterEntry {
   source: string;
   file?: string;
   offset?: number;
+  /** Bytes of the line at `offset` (without its line end), for a line that is not a record. */
+  length?: number;
+  /** SHA-256 (hex) of those bytes: `logferry dead-letter show` checks it before printing the line. */
+  sha256?: string;
+  /** A record's JSON with its masks applied, or the line itself with `dead_letter.keep_text`. */
   text?: string;
   raw_base64?: string;
+}
+
+export interface DeadLetterOptions {
+  /** Keep the text (or bytes) of lines that are not records (`dead_letter.keep_text`). */
+  keepText?: boolean;
+  /**
+   * Applied to every record's document: mask_data (always, at any depth) and the redact fields and
+   * patterns of the pipeline (see deadLetterRedactor). Without it, mask_data alone.
+   */
+  redact?: (doc: JsonObject) => JsonObject;
+  /** Replaces configured secrets in the reason and the text (see secrets.ts). */
+  scrub?: (text: string) => string;
 }
 
 /**
@@ -26,14 +44,17 @@ export class DeadLetterWriter {
   private flushing: Promise<void> | undefined;
   count = 0;
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly dir: string,
+    private readonly options: DeadLetterOptions = {},
+  ) {}
 
   static dirFor(dataDir: string): string {
     return join(dataDir, 'dead_letter');
   }
 
   write(input: DeadLetterInput): Promise<void> {
-    const entry = toEntry(input);
+    const entry = toEntry(input, this.options);
     this.count++;
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ line: JSON.stringify(entry) + '\n', resolve, reject });
@@ -70,20 +91,39 @@ export class DeadLetterWriter {
   }
 }
 
-/** Steps marked mask_data never reach a dead letter, whatever the pipeline's redact options. */
-function toEntry(input: DeadLetterInput): DeadLetterEntry {
+const maskOnly = (doc: JsonObject): JsonObject => applyMaskData(doc, () => DEFAULT_MASK, true);
+const asIs = (text: string): string => text;
+
+/**
+ * Steps marked mask_data never reach a dead letter, whatever the pipeline's redact options; nor
+ * does the text of a line that is not a record (it may hold them), unless keep_text asks for it:
+ * such a line is named by its file, offset, length and hash.
+ */
+export function toEntry(input: DeadLetterInput, options: DeadLetterOptions = {}): DeadLetterEntry {
+  const scrub = options.scrub ?? asIs;
   const entry: DeadLetterEntry = {
     time: new Date().toISOString(),
     code: input.code,
-    reason: input.reason,
+    reason: scrub(input.reason),
     component: input.component,
     source: input.origin.source,
   };
   if (input.origin.file !== undefined) entry.file = input.origin.file;
   if (input.origin.offset !== undefined) entry.offset = input.origin.offset;
-  if (input.doc) entry.text = JSON.stringify(applyMaskData(input.doc, () => DEFAULT_MASK));
-  else if (input.text !== undefined) entry.text = input.text;
-  if (input.rawBase64 !== undefined) entry.raw_base64 = input.rawBase64;
+  if (input.doc) {
+    entry.text = scrub(JSON.stringify((options.redact ?? maskOnly)(input.doc)));
+    return entry;
+  }
+  const raw = input.rawBase64 !== undefined ? Buffer.from(input.rawBase64, 'base64') : input.text;
+  const line = input.line ?? (raw !== undefined ? lineReference(raw) : undefined);
+  if (line) {
+    entry.length = line.length;
+    entry.sha256 = line.sha256;
+  }
+  if (options.keepText) {
+    if (input.text !== undefined) entry.text = scrub(input.text);
+    if (input.rawBase64 !== undefined) entry.raw_base64 = input.rawBase64;
+  }
   return entry;
 }
 

@@ -20,6 +20,8 @@ export interface LoggerOptions {
   write?: (line: string) => void;
   /** Called before each line so a live TTY status line can be cleared first. */
   beforeWrite?: () => void;
+  /** Replaces secrets in every line (message, fields, errors): see engine/secrets.ts. */
+  scrub?: (text: string) => string;
 }
 
 /** Structured logs on stderr: `text` for people, `json` (one object a line) for collectors. */
@@ -31,14 +33,18 @@ export function createLogger(options: LoggerOptions = {}, bound: LogFields = {})
     if (LEVELS[level] < threshold) return;
     options.beforeWrite?.();
     const all = { ...bound, ...fields };
+    const scrub = options.scrub;
     if (format === 'json') {
-      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...serializeFields(all) }) + '\n');
+      // Strings are scrubbed before they are escaped, so a secret is found however JSON would escape it.
+      const replacer = scrub ? (_key: string, v: unknown): unknown => (typeof v === 'string' ? scrub(v) : v) : undefined;
+      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...serializeFields(all) }, replacer) + '\n');
       return;
     }
     const extras = Object.entries(serializeFields(all))
       .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
       .join(' ');
-    write(`${level.padEnd(5)} ${msg}${extras ? ' ' + extras : ''}\n`);
+    const line = `${level.padEnd(5)} ${msg}${extras ? ' ' + extras : ''}\n`;
+    write(scrub ? scrub(line) : line);
   };
   return {
     debug: (m, f) => emit('debug', m, f),

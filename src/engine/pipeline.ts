@@ -12,6 +12,8 @@ import type { PoolOutcome, PoolSetup } from './pool-protocol.js';
 import { RecordPool, poolThreads } from './record-pool.js';
 import { parseLine } from '../records/parse.js';
 import { preparedRecord } from '../records/body.js';
+import { deadLetterRedactor } from '../records/redaction.js';
+import { collectSecrets, SecretScrubber } from './secrets.js';
 import type {
   ComponentContext,
   DeadLetterInput,
@@ -30,6 +32,8 @@ export interface PipelineOptions {
   once: boolean;
   log: Logger;
   metrics?: Metrics;
+  /** Scrubs secrets from dead letters; built from the components' `secrets` hooks when not given. */
+  scrubber?: SecretScrubber;
 }
 
 export interface RunSummary {
@@ -110,6 +114,7 @@ export class Pipeline {
   private readonly budget: ByteBudget;
   private readonly checkpoints: CheckpointStore;
   private readonly deadLetters: DeadLetterWriter;
+  private readonly scrubber: SecretScrubber;
   /** Stops the sources (first step of shutdown). */
   private readonly sourceAbort = new AbortController();
   /** Stops retries inside sinks and transforms (last step, or when the drain times out). */
@@ -134,7 +139,12 @@ export class Pipeline {
     this.log = options.log;
     this.budget = new ByteBudget(config.bufferMaxBytes);
     this.checkpoints = new CheckpointStore(config.dataDir, this.log);
-    this.deadLetters = new DeadLetterWriter(DeadLetterWriter.dirFor(config.dataDir));
+    this.scrubber = options.scrubber ?? new SecretScrubber(collectSecrets([...config.sources, ...config.transforms, ...config.sinks]));
+    this.deadLetters = new DeadLetterWriter(DeadLetterWriter.dirFor(config.dataDir), {
+      keepText: config.deadLetterKeepText ?? false,
+      redact: deadLetterRedactor(config.transforms),
+      scrub: (text) => this.scrubber.scrub(text),
+    });
   }
 
   get bytesInFlight(): number {
@@ -188,6 +198,7 @@ export class Pipeline {
       plugins: this.config.plugins,
       transforms: this.config.transforms.map((c) => ({ id: c.id, type: c.type, options: c.options, inputs: c.inputs })),
       sinks: this.config.sinks.map((c) => ({ id: c.id, inputs: c.inputs, gzip: this.sinks.get(c.id)!.sink.bodyCompression === 'gzip' })),
+      secrets: collectSecrets([...this.config.sources, ...this.config.transforms, ...this.config.sinks]),
     };
   }
 
@@ -341,8 +352,8 @@ export class Pipeline {
         this.countIn(bytes);
         this.dispatch(sourceId, parsed.record, finalizer);
       } else {
-        const { error, text, doc, rawBase64 } = parsed;
-        this.writeDeadLetter({ code: error.code, reason: error.message, component: sourceId, origin, text, doc, rawBase64 }, finalizer);
+        const { error, text, doc, rawBase64, line: ref } = parsed;
+        this.writeDeadLetter({ code: error.code, reason: error.message, component: sourceId, origin, text, doc, rawBase64, line: ref }, finalizer);
       }
       finalizer.release();
     });
@@ -381,8 +392,8 @@ export class Pipeline {
   private applyPoolOutcome(sourceId: string, origin: RecordOrigin, bytes: number, outcome: PoolOutcome, finalizer: Finalizer): void {
     if (!outcome.ok) {
       const doc = outcome.docJson === undefined ? undefined : (JSON.parse(outcome.docJson) as JsonObject);
-      const { code, reason, text, rawBase64 } = outcome;
-      this.writeDeadLetter({ code, reason, component: sourceId, origin, text, doc, rawBase64 }, finalizer);
+      const { code, reason, text, rawBase64, line } = outcome;
+      this.writeDeadLetter({ code, reason, component: sourceId, origin, text, doc, rawBase64, line }, finalizer);
       finalizer.release();
       return;
     }

@@ -1,4 +1,4 @@
-import type { RecordKind, RecordOrigin } from './types.js';
+import type { LineReference, RecordKind, RecordOrigin } from './types.js';
 
 /**
  * Bytes that own their whole ArrayBuffer, so it can be transferred: a view of a read buffer, or a
@@ -21,6 +21,8 @@ export interface PoolSetup {
   readonly plugins: readonly string[];
   readonly transforms: readonly { id: string; type: string; options: unknown; inputs: readonly string[] }[];
   readonly sinks: readonly { id: string; inputs: readonly string[]; gzip: boolean }[];
+  /** Scrubbed from the workers' log lines, as on the main thread. */
+  readonly secrets?: readonly string[];
 }
 
 /** One line for a worker; `bytes` is transferred, so the main thread no longer holds it. */
@@ -58,4 +60,5 @@ export type PoolOutcome =
       readonly text?: string;
       readonly docJson?: string;
       readonly rawBase64?: string;
+      readonly line?: LineReference;
     };

@@ -2,14 +2,16 @@ import { gzipSync } from 'node:zlib';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
 import { transformFailure } from '../errors.js';
 import { loadPlugins } from '../plugin/load.js';
-import { bodyFrom, sourceTextOf } from '../records/body.js';
-import { decodeLine, parseText } from '../records/parse.js';
+import { bodyFrom } from '../records/body.js';
+import { decodeLine, lineReference, parseText, utf8Problem } from '../records/parse.js';
+import { deadLetterRedactor } from '../records/redaction.js';
 import { ComponentRegistry } from '../registry.js';
 import { pathFormatTransform } from '../transforms/path-format.js';
 import { redactTransform } from '../transforms/redact.js';
 import { selectTransform } from '../transforms/select.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
+import { SecretScrubber } from './secrets.js';
 import { transferable, type PoolEvent, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
 import type { ComponentDefinition, JsonObject, LogRecord, SourceText, Transform, TransformResult } from './types.js';
 
@@ -24,6 +26,11 @@ type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind
 
 const metrics = new Metrics();
 let graph: Promise<Map<string, Consumer[]>> | undefined;
+/**
+ * What a dead letter holds of a record, applied here because the document crosses to the main
+ * thread as JSON: the mark that asks for deep masking (mask.ts) does not survive the trip.
+ */
+let forDeadLetter: ((doc: JsonObject) => JsonObject) | undefined;
 
 async function buildGraph(setup: PoolSetup): Promise<Map<string, Consumer[]>> {
   const registry = new ComponentRegistry();
@@ -32,7 +39,8 @@ async function buildGraph(setup: PoolSetup): Promise<Map<string, Consumer[]>> {
     const problems = await loadPlugins(setup.plugins, setup.configFile, registry);
     if (problems.length > 0) throw new Error(`pool worker could not load plugins: ${problems.map((p) => p.message).join('; ')}`);
   }
-  const log = createLogger({ level: 'warn' }, { thread: 'pool' });
+  const scrubber = new SecretScrubber(setup.secrets ?? []);
+  const log = createLogger({ level: 'warn', scrub: (text) => scrubber.scrub(text) }, { thread: 'pool' });
   const consumers = new Map<string, Consumer[]>();
   const add = (inputs: readonly string[], consumer: Consumer): void => {
     for (const input of inputs) consumers.set(input, [...(consumers.get(input) ?? []), consumer]);
@@ -87,7 +95,7 @@ async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: 
       result = await consumer.transform.process(record);
     } catch (err) {
       const { code, reason } = transformFailure(err);
-      events.push({ kind: 'dead_letter', component: consumer.id, code, reason, docJson: JSON.stringify(record.doc) });
+      events.push({ kind: 'dead_letter', component: consumer.id, code, reason, docJson: deadLetterJson(record.doc) });
       continue;
     }
     if (result === null || (Array.isArray(result) && result.length === 0)) {
@@ -96,6 +104,11 @@ async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: 
     }
     for (const next of Array.isArray(result) ? result : [result]) await walk(consumers, consumer.id, next, bodies, events);
   }
+}
+
+function deadLetterJson(doc: JsonObject): string {
+  forDeadLetter ??= deadLetterRedactor((workerData as PoolSetup).transforms);
+  return JSON.stringify(forDeadLetter(doc));
 }
 
 export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise<unknown> {
@@ -108,25 +121,27 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
     const outcome: PoolOutcome = {
       ok: false,
       code: 'LF_RECORD_BAD_UTF8',
-      reason: 'line is not valid UTF-8; the raw bytes are kept as base64',
+      reason: `line is not valid UTF-8: ${utf8Problem(line)}`,
       rawBase64: Buffer.from(line).toString('base64'),
+      line: lineReference(line),
     };
     return outcome;
   }
-  const parsed = parseText(text, task.origin);
+  // The line was transferred here, so it is kept as is: an unchanged document's body is the line itself.
+  const parsed = parseText(text, task.origin, line, true);
   if (!parsed.ok) {
     const outcome: PoolOutcome = {
       ok: false,
       code: parsed.error.code,
       reason: parsed.error.message,
       text: parsed.text,
-      docJson: parsed.doc ? JSON.stringify(parsed.doc) : undefined,
+      docJson: parsed.doc ? deadLetterJson(parsed.doc) : undefined,
+      line: parsed.line,
     };
     return outcome;
   }
   const { record } = parsed;
-  // The line was transferred here, so it is kept as is: an unchanged document's body is the line itself.
-  const bodies = new Bodies(sourceTextOf(record.doc, text, line, true));
+  const bodies = new Bodies(record.sourceText);
   const events: PoolEvent[] = [];
   try {
     await walk(consumers, task.sourceId, record, bodies, events);

@@ -177,14 +177,26 @@ export interface ComponentDefinition<K extends ComponentKind = ComponentKind, S 
   build(options: z.output<S>, ctx: ContextOf[K]): InstanceOf[K] | Promise<InstanceOf[K]>;
 }
 
+/** A line named by its length in bytes and SHA-256 (hex), so a dead letter need not hold its text. */
+export interface LineReference {
+  length: number;
+  sha256: string;
+}
+
 export interface DeadLetterInput {
   code: string;
   reason: string;
   component: string;
   origin: RecordOrigin;
-  /** The original text, or the record's JSON when it parsed (mask_data applied before writing). */
+  /**
+   * The line that could not become a record. Written only with `dead_letter.keep_text: true`
+   * (it may hold masked values); otherwise the dead letter names it by `line` (or the hash of this text).
+   */
   text?: string;
+  /** The record, when it parsed: written with mask_data and every redact field and pattern applied. */
   doc?: JsonObject;
-  /** Bytes that were not valid UTF-8 are kept as base64 so nothing is lost. */
+  /** A line that was not valid UTF-8, as base64; kept only like `text`. */
   rawBase64?: string;
+  /** Length and hash of the line at `origin` (its bytes as read). */
+  line?: LineReference;
 }

@@ -30,8 +30,14 @@ export interface PreparedBodies {
  * line it is not kept at all (the text is the same bytes). A caller that owns `bytes` (the pool
  * worker, which got them transferred) passes `owned`, and they are kept as they are.
  */
-export function sourceTextOf(doc: JsonObject, text: string, bytes: Uint8Array, owned = false): SourceText | undefined {
-  if (!isFaithfulText(text, doc)) return undefined;
+export function sourceTextOf(
+  doc: JsonObject,
+  text: string,
+  bytes: Uint8Array,
+  owned = false,
+  faithful = isFaithfulText(text, doc),
+): SourceText | undefined {
+  if (!faithful) return undefined;
   if (owned) return new WithheldSourceText(doc, text, bytes);
   // One byte per character only for ASCII (UTF-8 spends two or more on every other character).
   const ascii = bytes.length === text.length;
@@ -87,12 +93,44 @@ export function bodyFrom(source: SourceText | undefined, doc: JsonObject): Buffe
 
 /** Whether `text` (which JSON.parse turned into `doc`) names no key twice. */
 export function isFaithfulText(text: string, doc: JsonObject): boolean {
+  return checkText(text, doc) !== TEXT_DUPLICATE_KEYS;
+}
+
+/** `doc` is the text, and every `mask_data` key is the one key of an element of `lines`. */
+export const TEXT_FAITHFUL = 0;
+/** `doc` is the text, but `mask_data` keys appear elsewhere too (nested steps): mask deep. */
+export const TEXT_NESTED_MASK_DATA = 1;
+/** A key appears twice (or the nesting is too deep to count): JSON.parse dropped values. */
+export const TEXT_DUPLICATE_KEYS = 2;
+
+/** Counted by countDocKeys; a module variable, so the check allocates nothing per line. */
+let maskDataKeysCounted = 0;
+
+/**
+ * How `text` relates to the document JSON.parse made of it: one of the TEXT_* values. The key
+ * counts are the ones isFaithfulText always made; counting the `mask_data` keys on the way costs
+ * one comparison per key, and tells the rare document whose masking must look deeper.
+ */
+export function checkText(text: string, doc: JsonObject): number {
   try {
-    return countTextKeys(text) === countDocKeys(doc);
+    maskDataKeysCounted = 0;
+    if (countTextKeys(text) !== countDocKeys(doc)) return TEXT_DUPLICATE_KEYS;
+    return maskDataKeysCounted === stepMaskDataKeys(doc) ? TEXT_FAITHFUL : TEXT_NESTED_MASK_DATA;
   } catch {
     // Nesting deeper than the stack: not worth an exact answer, the document is serialized instead.
-    return false;
+    return TEXT_DUPLICATE_KEYS;
   }
+}
+
+/** `mask_data` keys of the elements of `lines` (each object has a key at most once). */
+function stepMaskDataKeys(doc: JsonObject): number {
+  const lines = doc.lines;
+  if (!Array.isArray(lines)) return 0;
+  let keys = 0;
+  for (const step of lines) {
+    if (step !== null && typeof step === 'object' && !Array.isArray(step) && Object.hasOwn(step, 'mask_data')) keys++;
+  }
+  return keys;
 }
 
 /** A record made from worker output: its document is parsed from the body only if someone asks. */
@@ -158,6 +196,7 @@ export function countDocKeys(value: JsonValue): number {
   }
   for (const key in value) {
     keys++;
+    if (key === 'mask_data') maskDataKeysCounted++;
     const item = value[key] as JsonValue;
     if (item !== null && typeof item === 'object') keys += countDocKeys(item);
   }

@@ -93,11 +93,16 @@ type DocumentStep = (doc: JsonObject) => JsonObject;
  * A document with nothing to redact comes back as the same object; otherwise only the objects and
  * arrays on the way to a change are copied, because the input may be shared with other branches.
  */
-export function createRedactor(options: RedactOptions, env: NodeJS.ProcessEnv = process.env): (doc: JsonObject) => JsonObject {
+export function createRedactor(
+  options: RedactOptions,
+  env: NodeJS.ProcessEnv = process.env,
+  /** Mask steps at any depth under `lines` whatever the document (the dead letters). */
+  deepMaskData = false,
+): (doc: JsonObject) => JsonObject {
   const replace = createReplace(options, env);
   const steps: DocumentStep[] = [];
   // mask_data first: a masked step's values then are plain replacements the later steps leave alone.
-  if (options.mask_data) steps.push((doc) => applyMaskData(doc, replace));
+  if (options.mask_data) steps.push((doc) => applyMaskData(doc, replace, deepMaskData));
   for (const path of options.fields) {
     const segments = path.split('.');
     steps.push((doc) => replaceAtPath(doc, segments, 0, replace) as JsonObject);
@@ -107,6 +112,25 @@ export function createRedactor(options: RedactOptions, env: NodeJS.ProcessEnv = 
     steps.push((doc) => redactStrings(doc, redactText) as JsonObject);
   }
   return (doc) => steps.reduce((current, step) => step(current), doc);
+}
+
+/**
+ * What the dead letters apply to every record they keep: mask_data at any depth, and the fields
+ * and patterns of every redact transform of the pipeline (all of them: a record dead-lettered
+ * anywhere may not have passed its own branch's redact yet), with the fixed `<redacted>`
+ * replacement (a dead letter needs no join key, and needs no HMAC key to be written).
+ */
+export function deadLetterRedactor(transforms: readonly { type: string; options: unknown }[]): (doc: JsonObject) => JsonObject {
+  const fields = new Set<string>();
+  const patterns = new Map<string, RedactOptions['patterns'][number]>();
+  for (const t of transforms) {
+    if (t.type !== 'redact') continue;
+    const options = t.options as RedactOptions;
+    for (const field of options.fields) fields.add(field);
+    for (const pattern of options.patterns) patterns.set(JSON.stringify(pattern), pattern);
+  }
+  const options = redactSchema.parse({ mask_data: true, fields: [...fields], patterns: [...patterns.values()], replacement: DEFAULT_MASK });
+  return createRedactor(options, {}, true);
 }
 
 function createReplace(options: RedactOptions, env: NodeJS.ProcessEnv): Replace {

@@ -16,11 +16,20 @@ import {
   type Verdict,
 } from './delivery.js';
 import { documentBody, preparedGzip } from '../records/body.js';
+import { SecretScrubber, urlSecrets } from '../engine/secrets.js';
 
 const gzip = promisify(gzipCallback);
 
 /** How much of a refusal's body goes into the dead letter: enough to read the server's reason. */
 const REASON_BODY_BYTES = 512;
+/**
+ * Read past the excerpt, so a secret the server echoes across its end is still whole when the
+ * body is scrubbed, and no prefix of it survives the cut.
+ */
+const REASON_READ_BYTES = REASON_BODY_BYTES + 16 * 1024;
+
+/** Header names whose values are credentials; `*` at the end matches any rest of the name. */
+export const DEFAULT_SECRET_HEADERS = ['authorization', 'proxy-authorization', 'x-api-key', 'api-key', 'x-auth-token', 'cookie', 'x-sumo-*'];
 
 const batchSchema = z
   .object({
@@ -66,6 +75,14 @@ export const httpSinkSchema = z
     batch: batchSchema.prefault({}),
     compression: z.enum(['none', 'gzip']).default('none').describe('gzip sets Content-Encoding: gzip.'),
     headers: z.record(z.string(), z.string()).default({}).describe('Extra request headers.'),
+    secret_headers: z
+      .array(z.string().min(1).max(256).regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'expected a header name, optionally ending in *'))
+      .max(256)
+      .default(DEFAULT_SECRET_HEADERS)
+      .describe(
+        'Names of headers (case-insensitive; a trailing * matches any rest) whose values are credentials: they are ' +
+          'scrubbed from every log line and dead letter, as the auth token and password are. Setting it replaces the default list.',
+      ),
     auth: authSchema.optional().describe('bearer {token} or basic {user, password}.'),
     tls: tlsSchema.prefault({}),
     request: z
@@ -105,6 +122,8 @@ export class HttpSink implements Sink {
   private requests = 0;
   private delivered = 0;
   private readonly warnedAbout = new Set<string>();
+  /** Its own secrets, scrubbed from an answer before it is cut to an excerpt (the engine scrubs again). */
+  private readonly scrubber: SecretScrubber;
 
   constructor(
     private readonly options: HttpSinkOptions,
@@ -119,6 +138,7 @@ export class HttpSink implements Sink {
       connect: tlsConnectOptions(options.tls),
     });
     this.headers = buildHeaders(options);
+    this.scrubber = new SecretScrubber(httpSecrets(options));
     // One document per request: the pool can compress it; NDJSON batches are compressed as a whole.
     this.bodyCompression = options.encoding === 'json' && options.compression === 'gzip' ? 'gzip' : undefined;
   }
@@ -212,7 +232,7 @@ export class HttpSink implements Sink {
         await response.body.dump();
         return { kind: 'ok' };
       }
-      const excerpt = await bodyExcerpt(response.body);
+      const excerpt = await bodyExcerpt(response.body, this.scrubber);
       const reason = `HTTP ${status} from ${this.target}${excerpt ? `: ${excerpt}` : ''}`;
       if (isRetryableStatus(status)) return { kind: 'retry', reason, afterMs: parseRetryAfter(response.headers['retry-after']) };
       return { kind: 'permanent', reason: `${reason}${explainStatus(status)}` };
@@ -268,7 +288,7 @@ function tlsConnectOptions(tls: HttpSinkOptions['tls']): Agent.Options['connect'
   };
 }
 
-async function bodyExcerpt(body: Dispatcher.ResponseData['body']): Promise<string> {
+async function bodyExcerpt(body: Dispatcher.ResponseData['body'], scrubber: SecretScrubber): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   try {
@@ -276,13 +296,39 @@ async function bodyExcerpt(body: Dispatcher.ResponseData['body']): Promise<strin
       const buffer = chunk as Buffer;
       chunks.push(buffer);
       size += buffer.length;
-      if (size >= REASON_BODY_BYTES) break;
+      if (size >= REASON_READ_BYTES) break;
     }
   } catch {
     // A body that breaks off still leaves the status as the reason.
   }
-  const text = Buffer.concat(chunks).subarray(0, REASON_BODY_BYTES).toString('utf8');
-  return text.replace(/\s+/g, ' ').trim();
+  const text = scrubber.scrub(Buffer.concat(chunks).subarray(0, REASON_READ_BYTES).toString('utf8')).replace(/\s+/g, ' ').trim();
+  // Cut at REASON_BODY_BYTES bytes of UTF-8, never inside a character.
+  const cut = Buffer.from(text).subarray(0, REASON_BODY_BYTES).toString('utf8');
+  return cut.endsWith('\uFFFD') && !text.startsWith(cut) ? cut.slice(0, -1) : cut;
+}
+
+/**
+ * The values of an http sink's options that are credentials: the bearer token, the basic password
+ * (and `user:password` and its base64, as the Authorization header carries it), the tokens of the
+ * uri (see urlSecrets) and the values of the headers named by `secret_headers`.
+ */
+export function httpSecrets(options: HttpSinkOptions): string[] {
+  const secrets = urlSecrets(options.uri);
+  if (options.auth?.strategy === 'bearer') secrets.push(options.auth.token);
+  if (options.auth?.strategy === 'basic') {
+    const pair = `${options.auth.user}:${options.auth.password}`;
+    secrets.push(options.auth.password, pair, Buffer.from(pair).toString('base64'));
+  }
+  const names = options.secret_headers.map((name) => name.toLowerCase());
+  const isSecret = (header: string): boolean => names.some((name) => (name.endsWith('*') ? header.startsWith(name.slice(0, -1)) : header === name));
+  for (const [name, value] of Object.entries(options.headers)) {
+    if (!isSecret(name.toLowerCase())) continue;
+    secrets.push(value);
+    // `Bearer abc`, `Basic abc`: the credential alone too, since servers echo it on its own.
+    const space = value.indexOf(' ');
+    if (space > 0) secrets.push(value.slice(space + 1).trim());
+  }
+  return secrets;
 }
 
 function explainStatus(status: number): string {
@@ -308,5 +354,6 @@ export const httpSink: ComponentDefinition<'sink', typeof httpSinkSchema> = {
   type: 'http',
   description: 'Sends records to an HTTP endpoint as JSON documents or NDJSON batches, with retries and backoff.',
   schema: httpSinkSchema,
+  secrets: httpSecrets,
   build: (options, ctx) => new HttpSink(options, ctx),
 };

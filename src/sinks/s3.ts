@@ -9,6 +9,7 @@ import { z } from 'zod';
 import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
 import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { documentBody, preparedGzip } from '../records/body.js';
+import { urlSecrets } from '../engine/secrets.js';
 
 const gzip = promisify(gzipCallback);
 
@@ -448,11 +449,28 @@ function md5Base64(body: Buffer): string {
   return createHash('md5').update(body).digest('base64');
 }
 
+/** Environment variables of the SDK's default chain that hold credentials. */
+const CREDENTIAL_ENV = ['AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_ACCESS_KEY_ID'] as const;
+
+/**
+ * The options hold no credentials (the SDK's default chain finds them): the secrets are those of
+ * the environment it reads, and any user, password or token written into the endpoint URL.
+ */
+export function s3Secrets(options: S3SinkOptions, env: NodeJS.ProcessEnv = process.env): string[] {
+  const secrets = options.endpoint ? urlSecrets(options.endpoint) : [];
+  for (const name of CREDENTIAL_ENV) {
+    const value = env[name];
+    if (value) secrets.push(value);
+  }
+  return secrets;
+}
+
 export const s3Sink: ComponentDefinition<'sink', typeof s3SinkSchema> = {
   kind: 'sink',
   type: 's3',
   description: 'Puts each record as one JSON object at s3://{bucket}/{prefix}{key} (AWS S3 or an S3-compatible store).',
   schema: s3SinkSchema,
   requiresKey: true,
+  secrets: s3Secrets,
   build: async (options, ctx) => new S3Sink(options, ctx, options.region ?? (await defaultRegion())),
 };

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -130,7 +131,18 @@ describe('DeadLetterWriter', () => {
     const entries = await readDeadLetters(dir);
     expect(entries.map((e) => e.code)).toEqual(['LF_RECORD_UNSAFE_KEY', 'LF_RECORD_BAD_JSON']);
     expect(entries[0]).toMatchObject({ file: '/x.ndjson', offset: 42, component: 'keyed', source: 'jobs' });
-    expect(entries[1]!.text).toBe('{oops');
+    // A line that is not a record is named by its length and hash, not kept (keep_text is off).
+    expect(entries[1]!.text).toBeUndefined();
+    expect(entries[1]).toMatchObject({ length: 5, sha256: createHash('sha256').update('{oops').digest('hex') });
+  });
+
+  it('keeps the text of a line with keepText, and scrubs secrets from reasons and text', async () => {
+    const dir = await tempDir();
+    const writer = new DeadLetterWriter(DeadLetterWriter.dirFor(dir), { keepText: true, scrub: (t) => t.replaceAll('s3cr3t-token', '***') });
+    await writer.write({ code: 'LF_RECORD_BAD_JSON', reason: 'echo s3cr3t-token', component: 'jobs', origin: { source: 'jobs' }, text: '{oops s3cr3t-token' });
+    await writer.close();
+    const [entry] = await readDeadLetters(dir);
+    expect(entry).toMatchObject({ reason: 'echo ***', text: '{oops ***', length: 18 });
   });
 });
 

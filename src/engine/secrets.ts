@@ -1,0 +1,139 @@
+import type { ComponentConfig } from '../config/types.js';
+
+/** Shorter secrets are ignored: scrubbing a one-letter password would blank every log line. */
+export const MIN_SECRET_LENGTH = 4;
+export const SCRUBBED = '***';
+
+/**
+ * Replaces every configured secret, and its usual encodings, with `***`. One instance is built at
+ * start from every component's `secrets(options)`, and everything logged or stored passes through
+ * it: log lines (message, fields, errors), dead letters (reason and text) and the CLI's error
+ * report, whatever the secret's way there (a destination that echoes request headers included).
+ */
+export class SecretScrubber {
+  private readonly variants = new Set<string>();
+  private pattern: RegExp | undefined;
+
+  constructor(secrets: Iterable<string> = []) {
+    this.add(secrets);
+  }
+
+  /** Number of distinct texts (secrets and their encodings) replaced. */
+  get size(): number {
+    return this.variants.size;
+  }
+
+  add(secrets: Iterable<string>): void {
+    let added = false;
+    for (const secret of secrets) {
+      if (typeof secret !== 'string' || secret.length < MIN_SECRET_LENGTH) continue;
+      for (const variant of secretEncodings(secret)) {
+        if (variant.length < MIN_SECRET_LENGTH || this.variants.has(variant)) continue;
+        this.variants.add(variant);
+        added = true;
+      }
+    }
+    if (!added) return;
+    // Longest first, so a secret inside a longer one (a token inside the URL) leaves nothing behind.
+    const alternatives = [...this.variants].sort((a, b) => b.length - a.length).map(escapeRegExp);
+    this.pattern = new RegExp(alternatives.join('|'), 'g');
+  }
+
+  scrub(text: string): string {
+    return this.pattern && text.length >= MIN_SECRET_LENGTH ? text.replace(this.pattern, SCRUBBED) : text;
+  }
+}
+
+/**
+ * The forms a secret takes on its way into a message: as is, URL-encoded (path and form style,
+ * upper and lower case hex), base64 (standard, unpadded, URL-safe) and JSON-escaped (with `/` as
+ * is and as `\/`).
+ */
+export function secretEncodings(secret: string): string[] {
+  const out = new Set<string>([secret]);
+  for (const encoded of [encodeURIComponent(secret), safeEncodeUri(secret)]) {
+    out.add(encoded);
+    out.add(encoded.replace(/%20/g, '+'));
+    out.add(encoded.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()));
+  }
+  const bytes = Buffer.from(secret, 'utf8');
+  const base64 = bytes.toString('base64');
+  out.add(base64);
+  out.add(base64.replace(/=+$/, ''));
+  out.add(bytes.toString('base64url'));
+  const json = JSON.stringify(secret).slice(1, -1);
+  out.add(json);
+  out.add(json.replace(/\//g, '\\/'));
+  return [...out];
+}
+
+function safeEncodeUri(text: string): string {
+  try {
+    return encodeURI(text);
+  } catch {
+    // A lone surrogate cannot be encoded; encodeURIComponent has failed the same way then.
+    return text;
+  }
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Every secret the components of a pipeline declare. A hook that throws is skipped: it must not
+ * stop the start-up, and the other components' secrets are still scrubbed.
+ */
+export function collectSecrets(components: readonly ComponentConfig[]): string[] {
+  const secrets: string[] = [];
+  for (const c of components) {
+    try {
+      for (const secret of c.definition.secrets?.(c.options) ?? []) if (typeof secret === 'string') secrets.push(secret);
+    } catch {
+      // A faulty plugin hook: nothing to add.
+    }
+  }
+  return secrets;
+}
+
+/**
+ * The parts of a URL that are tokens: user and password, the path after its first segment and the
+ * query (whole), and each of those path segments and query values of at least 8 characters
+ * (shorter ones are words such as `v1`, `http` or `json`, which would otherwise vanish from every
+ * log line). The first segment stays visible, as in the log lines (`https://host/first/…`).
+ */
+export function urlSecrets(uri: string): string[] {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return [];
+  }
+  const secrets: string[] = [];
+  const add = (value: string, minLength = MIN_SECRET_LENGTH): void => {
+    if (value.length < minLength) return;
+    secrets.push(value);
+    const decoded = safeDecode(value);
+    if (decoded !== value && decoded.length >= minLength) secrets.push(decoded);
+  };
+  add(url.username);
+  add(url.password);
+  const segments = url.pathname.split('/');
+  // segments[0] is '' (the path starts with '/'), segments[1] the first segment.
+  const rest = segments.slice(2);
+  const tail = (rest.length > 0 ? '/' + rest.join('/') : '') + url.search;
+  add(tail.replace(/^\//, ''));
+  add(url.search.slice(1));
+  for (const segment of rest) add(segment, 8);
+  for (const value of url.searchParams.values()) add(value, 8);
+  if (secrets.length > 0) add(uri);
+  return secrets;
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, ' '));
+  } catch {
+    return text;
+  }
+}
