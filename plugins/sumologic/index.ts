@@ -1,5 +1,7 @@
 import { defineSink, definePlugin, httpSinkSchema, HttpSink, retrySchema, z } from 'logferry';
 
+const MINUTE_MS = 60_000;
+
 /** Sumo Logic rejects requests above 1 MiB; it recommends 100 KB to 1 MB of uncompressed data. */
 const SUMO_MAX_BATCH_BYTES = 1024 * 1024;
 
@@ -21,17 +23,35 @@ export const sumoLogicSchema = z
     compression: z.enum(['gzip', 'none']).default('gzip').describe('Sumo accepts gzip; it cuts the bytes sent about tenfold on job documents.'),
     batch: z
       .object({
-        max_events: z.number().int().min(1).default(500),
-        max_bytes: z.number().int().min(1024).max(SUMO_MAX_BATCH_BYTES).default(SUMO_MAX_BATCH_BYTES),
-        timeout_ms: z.number().int().min(1).default(1000),
+        max_events: z.number().int().min(1).max(100_000).default(500).describe('Records per request at most.'),
+        max_bytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(SUMO_MAX_BATCH_BYTES)
+          .default(SUMO_MAX_BATCH_BYTES)
+          .describe('Uncompressed bytes per request at most (1 KiB to 1 MiB).'),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(10 * MINUTE_MS)
+          .default(1000)
+          .describe('A batch that is not full is sent this long after its first record (at most 10 minutes).'),
       })
       .strict()
       .prefault({})
       .describe('Batches stay under 1 MiB uncompressed, the most one Sumo request may carry.'),
     request: z
       .object({
-        concurrency: z.number().int().min(1).max(64).default(4),
-        timeout_ms: z.number().int().min(1).default(30_000),
+        concurrency: z.number().int().min(1).max(64).default(4).describe('Requests in flight at most.'),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(10 * MINUTE_MS)
+          .default(30_000)
+          .describe('An answer slower than this is a failed attempt, retried (at most 10 minutes).'),
       })
       .strict()
       .prefault({}),

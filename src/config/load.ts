@@ -7,15 +7,27 @@ import type { ComponentKind } from '../engine/types.js';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import type { ComponentRegistry } from '../registry.js';
 import { shieldReferences, substituteEnv } from './env.js';
+import { DAY_MS, GiB, HOUR_MS, KiB, MAX_TIMER_MS, MiB, MINUTE_MS, SECOND_MS } from './limits.js';
 import { didYouMean } from './suggest.js';
 import type { ComponentConfig, PipelineConfig } from './types.js';
 
-const MiB = 1024 * 1024;
+/** `30s`, `500ms`, `2m`, or a number of seconds; at most `maxMs` (timers cannot wait longer than 2^31-1 ms). */
+export function durationSchema(maxMs: number) {
+  const limit = formatDuration(Math.min(maxMs, MAX_TIMER_MS));
+  return z
+    .union([
+      z.number().nonnegative().max(Math.min(maxMs, MAX_TIMER_MS) / 1000, `must be at most ${limit}`),
+      z.string().regex(/^\d+(\.\d+)?(ms|s|m)$/, 'expected a duration such as 500ms, 30s or 2m'),
+    ])
+    .transform((value) => durationMs(value))
+    .refine((ms) => ms <= Math.min(maxMs, MAX_TIMER_MS), `must be at most ${limit}`);
+}
 
-/** `30s`, `500ms`, `2m`, or a number of seconds. */
-export const durationSchema = z
-  .union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m)$/, 'expected a duration such as 500ms, 30s or 2m')])
-  .transform((value) => durationMs(value));
+function formatDuration(ms: number): string {
+  if (ms % MINUTE_MS === 0) return `${ms / MINUTE_MS}m`;
+  if (ms % SECOND_MS === 0) return `${ms / SECOND_MS}s`;
+  return `${ms}ms`;
+}
 
 function durationMs(value: number | string): number {
   if (typeof value === 'number') return value * 1000;
@@ -35,18 +47,27 @@ export const pipelineSchema = z
         max_bytes: z
           .number()
           .int()
-          .min(64 * 1024)
+          .min(64 * KiB)
+          .max(4 * GiB)
           .default(64 * MiB)
-          .describe('Memory budget for records in flight; reading pauses at this bound when sinks are slow.'),
+          .describe('Memory budget for records in flight (64 KiB to 4 GiB); reading pauses at this bound when sinks are slow.'),
       })
       .strict()
       .default({ max_bytes: 64 * MiB }),
     pool: poolSchema
       .prefault({})
       .describe('Worker threads for large records (parse, mask, key, serialize off the main thread).'),
-    shutdown_timeout: durationSchema.prefault(30).describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m.'),
-    checkpoint_interval_ms: z.number().int().positive().default(1000).describe('How often acknowledged positions are saved.'),
-    status_interval_ms: z.number().int().positive().default(10_000).describe('How often the status line is logged.'),
+    shutdown_timeout: durationSchema(HOUR_MS)
+      .prefault(30)
+      .describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m; at most 1 hour.'),
+    checkpoint_interval_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(HOUR_MS)
+      .default(1000)
+      .describe('How often acknowledged positions are saved (at most 1 hour: a crash re-sends up to this window).'),
+    status_interval_ms: z.number().int().min(1).max(DAY_MS).default(10_000).describe('How often the status line is logged (at most 1 day).'),
     plugins: z.array(z.string().min(1)).default([]).describe('Plugin modules: paths (relative to the pipeline file) or npm package names.'),
     sources: componentTable.describe('Components that read records.'),
     transforms: componentTable.default({}).describe('Components that change, drop or key records.'),

@@ -3,6 +3,7 @@ import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
 import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
+import { MiB, MINUTE_MS } from '../config/limits.js';
 import { LogferryError } from '../errors.js';
 import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
 import {
@@ -29,9 +30,16 @@ const batchSchema = z
       .number()
       .int()
       .min(1024)
+      .max(64 * MiB)
       .default(1024 * 1024)
-      .describe('Uncompressed bytes per request at most; a single larger record is sent alone.'),
-    timeout_ms: z.number().int().min(1).default(1000).describe('A batch that is not full is sent this long after its first record.'),
+      .describe('Uncompressed bytes per request at most (1 KiB to 64 MiB); a single larger record is sent alone.'),
+    timeout_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(10 * MINUTE_MS)
+      .default(1000)
+      .describe('A batch that is not full is sent this long after its first record (at most 10 minutes).'),
   })
   .strict();
 
@@ -71,7 +79,13 @@ export const httpSinkSchema = z
     request: z
       .object({
         concurrency: z.number().int().min(1).max(1024).default(8).describe('Requests in flight at most (and connections per origin).'),
-        timeout_ms: z.number().int().min(1).default(30_000).describe('An answer slower than this is a failed attempt, retried.'),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(10 * MINUTE_MS)
+          .default(30_000)
+          .describe('An answer slower than this is a failed attempt, retried (at most 10 minutes).'),
       })
       .strict()
       .prefault({}),

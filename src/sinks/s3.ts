@@ -6,6 +6,7 @@ import { PutObjectCommand, S3Client, type PutObjectCommandInput, type StorageCla
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { z } from 'zod';
+import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
 import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
 import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { documentBody, preparedGzip } from '../records/body.js';
@@ -40,7 +41,7 @@ const STORAGE_CLASSES = [
 
 const s3RetrySchema = retrySchema
   .extend({
-    max_backoff_ms: z.number().int().positive().default(20_000).describe('Largest delay between two attempts.'),
+    max_backoff_ms: z.number().int().positive().max(HOUR_MS).default(20_000).describe('Largest delay between two attempts (at most 1 hour).'),
   })
   .prefault({})
   .describe('Backoff for throttling (503 SlowDown), 5xx, timeouts and connection errors; after max_duration_s the record goes to the dead letters.');
@@ -90,8 +91,9 @@ export const s3SinkSchema = z
       .number()
       .int()
       .min(1)
+      .max(10 * MINUTE_MS)
       .default(30_000)
-      .describe('One request (or one part) that takes longer than this is a failed attempt, retried.'),
+      .describe('One request (or one part) that takes longer than this is a failed attempt, retried (at most 10 minutes).'),
     retry: s3RetrySchema,
   })
   .strict()

@@ -4,8 +4,17 @@ import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { glob } from 'tinyglobby';
 import { z } from 'zod';
+import { HOUR_MS, MiB, MINUTE_MS } from '../config/limits.js';
 import { OffsetTracker } from '../engine/offsets.js';
 import type { ComponentDefinition, Source, SourceContext } from '../engine/types.js';
+
+/**
+ * A line becomes one JavaScript string, and V8 strings stop at about 512 Mi characters; 256 MiB
+ * leaves room for the copies parsing makes.
+ */
+const MAX_LINE_BYTES = 256 * MiB;
+/** One Buffer allocated up front; 4 GiB aborted Node (issue 9), and reads above a few MiB gain nothing. */
+const MAX_READ_BUFFER_BYTES = 64 * MiB;
 
 export const jobLogTailSchema = z
   .object({
@@ -19,17 +28,37 @@ export const jobLogTailSchema = z
       .number()
       .int()
       .positive()
+      .max(MAX_LINE_BYTES)
       .default(8 * 1024 * 1024)
-      .describe('Longer lines become dead letters; the lines after them keep flowing.'),
-    poll_interval_ms: z.number().int().positive().default(250).describe('How often a file at its end is checked for new data.'),
-    glob_interval_ms: z.number().int().positive().default(1000).describe('How often the globs are expanded again to find new and rotated files.'),
+      .describe('Longer lines become dead letters; the lines after them keep flowing. At most 256 MiB.'),
+    poll_interval_ms: z
+      .number()
+      .int()
+      .positive()
+      .max(MINUTE_MS)
+      .default(250)
+      .describe('How often a file at its end is checked for new data (at most 1 minute).'),
+    glob_interval_ms: z
+      .number()
+      .int()
+      .positive()
+      .max(10 * MINUTE_MS)
+      .default(1000)
+      .describe('How often the globs are expanded again to find new and rotated files (at most 10 minutes).'),
     rotate_wait_ms: z
       .number()
       .int()
       .nonnegative()
+      .max(HOUR_MS)
       .default(5000)
-      .describe('How long a file that was rotated away is still read after its last growth, for writers that still hold it open.'),
-    read_buffer_bytes: z.number().int().min(4096).default(256 * 1024).describe('Bytes read from a file at a time.'),
+      .describe('How long a file that was rotated away is still read after its last growth, for writers that still hold it open (at most 1 hour).'),
+    read_buffer_bytes: z
+      .number()
+      .int()
+      .min(4096)
+      .max(MAX_READ_BUFFER_BYTES)
+      .default(256 * 1024)
+      .describe('Bytes read from a file at a time (4 KiB to 64 MiB).'),
   })
   .strict();
 

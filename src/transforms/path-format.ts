@@ -11,13 +11,16 @@ import {
   type CompiledKeyTemplates,
 } from '../records/keys.js';
 
+const MAX_NUMERIC_USER_ID = 999_999_999_999_999;
+
 const placeholderList = (names: readonly string[]): string => names.map((n) => `{${n}}`).join(', ');
 
 export const pathFormatSchema = z
   .object({
     user_id: z
       .union([
-        z.number().int().positive(),
+        // YAML numbers are doubles: past 2^53 they lose digits, so long ids belong in a string.
+        z.number().int().positive().max(MAX_NUMERIC_USER_ID, 'a user_id above 15 digits must be written as a string of digits ("...")'),
         z.string().regex(/^[0-9]+$/, 'user_id must be a number or a string of digits'),
       ])
       .optional()

@@ -1,0 +1,20 @@
+/**
+ * Upper bounds shared by the option schemas. Every numeric option has a minimum and a maximum
+ * (test/unit/option-bounds.test.ts walks the JSON Schema and fails on an unbounded one).
+ */
+
+/**
+ * setTimeout and setInterval turn a delay above 2^31-1 ms (24.8 days) into 1 ms: a status line
+ * meant for once a month would be logged a thousand times a second. No millisecond option may
+ * go above it; most stop far below, at what is sane for their meaning.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export const SECOND_MS = 1000;
+export const MINUTE_MS = 60 * SECOND_MS;
+export const HOUR_MS = 60 * MINUTE_MS;
+export const DAY_MS = 24 * HOUR_MS;
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
