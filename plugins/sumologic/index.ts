@@ -6,16 +6,21 @@ const MINUTE_MS = 60_000;
 const SUMO_MAX_BATCH_BYTES = 1024 * 1024;
 
 /** Sumo metadata values are comma-separated `key=value` pairs: neither character may appear inside one. */
-const fieldText = z.string().regex(/^[^,=\r\n]+$/, 'must not contain ",", "=" or a line break');
+const fieldText = z.string().regex(/^[^,=\x00-\x08\x0a-\x1f\x7f\u0100-\uffff]+$/, 'must not contain ",", "=", a line break or another control character');
+/** A header value is one line of text: CR, LF or NUL would be refused by the HTTP client on every attempt. */
+const headerText = z
+  .string()
+  .min(1)
+  .regex(/^[\t\x20-\x7e\x80-\xff]+$/, 'must be one line of Latin-1 text without control characters (it is sent as a header)');
 
 export const sumoLogicSchema = z
   .object({
     url: z
       .url({ protocol: /^https?$/, error: 'expected the HTTP source URL Sumo Logic gave you (https://...)' })
       .describe('The HTTP Logs and Metrics source URL. It holds the source token: keep it in an env var, e.g. ${SUMO_URL}.'),
-    category: z.string().min(1).optional().describe('X-Sumo-Category: overrides the source category, e.g. prod/workato/jobs.'),
-    name: z.string().min(1).optional().describe('X-Sumo-Name: overrides the source name.'),
-    host: z.string().min(1).optional().describe('X-Sumo-Host: overrides the source host.'),
+    category: headerText.optional().describe('X-Sumo-Category: overrides the source category, e.g. prod/workato/jobs.'),
+    name: headerText.optional().describe('X-Sumo-Name: overrides the source name.'),
+    host: headerText.optional().describe('X-Sumo-Host: overrides the source host.'),
     fields: z
       .record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'field names are letters, digits, _ . -'), fieldText)
       .default({})

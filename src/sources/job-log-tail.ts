@@ -2,11 +2,12 @@ import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
-import { glob } from 'tinyglobby';
+import { statSync } from 'node:fs';
+import { glob, globSync, isDynamicPattern, type GlobOptions } from 'tinyglobby';
 import { z } from 'zod';
 import { HOUR_MS, MiB, MINUTE_MS } from '../config/limits.js';
 import { OffsetTracker } from '../engine/offsets.js';
-import type { ComponentDefinition, Source, SourceContext } from '../engine/types.js';
+import type { ComponentDefinition, PreflightProblem, Source, SourceContext } from '../engine/types.js';
 
 /**
  * A line becomes one JavaScript string, and V8 strings stop at about 512 Mi characters; 256 MiB
@@ -276,12 +277,7 @@ class JobLogTail implements Source {
   }
 
   private async scan(initial: boolean): Promise<void> {
-    const paths = await glob(this.options.include, {
-      ignore: this.options.exclude,
-      absolute: true,
-      onlyFiles: true,
-      dot: true,
-    });
+    const paths = await glob(this.options.include, globOptions(this.options));
     const seen = new Set<string>();
     for (const path of paths.sort()) {
       let info;
@@ -533,6 +529,59 @@ class JobLogTail implements Source {
   }
 }
 
+/**
+ * `include` names files. A pattern that names a folder does not read the folder (tinyglobby would
+ * expand it to everything below, credentials included), and wildcards skip hidden files and folders
+ * (`.aws/`, `.env`) unless the pattern spells the dot out (`logs/.archive/*.ndjson`). An `exclude`
+ * that names a folder leaves out everything below it.
+ */
+export function globOptions(options: Pick<JobLogTailOptions, 'exclude'>): GlobOptions {
+  return {
+    ignore: options.exclude.flatMap((pattern) => [pattern, `${pattern.replace(/\/+$/, '')}/**`]),
+    absolute: true,
+    onlyFiles: true,
+    dot: false,
+    expandDirectories: false,
+  };
+}
+
+/** A folder in `include` is a config error; a pattern that matches nothing yet is a warning. */
+function preflightInclude(options: JobLogTailOptions): PreflightProblem[] {
+  const problems: PreflightProblem[] = [];
+  options.include.forEach((pattern, index) => {
+    const path = `include[${index}]`;
+    const literal = !isDynamicPattern(pattern);
+    let folder = pattern.endsWith('/');
+    if (!folder && literal) {
+      try {
+        folder = statSync(pattern).isDirectory();
+      } catch {
+        // Missing: reported below as matching nothing.
+      }
+    }
+    if (folder) {
+      const base = pattern.replace(/\/+$/, '');
+      problems.push({ path, message: `"${pattern}" is a folder; include names files, e.g. "${base}/*.ndjson" (hidden files are only read when the pattern names them)` });
+      return;
+    }
+    let matches: string[];
+    try {
+      matches = globSync([pattern], globOptions(options));
+    } catch (err) {
+      problems.push({ path, message: `cannot expand the pattern: ${(err as Error).message}` });
+      return;
+    }
+    if (matches.length === 0) {
+      problems.push({
+        path,
+        warning: true,
+        message: `"${pattern}" matches no file yet (hidden files and folders count only when the pattern names them); files that appear later are picked up`,
+      });
+    }
+  });
+  return problems;
+}
+
 /** The folder part of a glob before its first wildcard: `/var/log/jobs/*.ndjson` -> `/var/log/jobs`. */
 export function staticFolderOf(pattern: string): string {
   const absolute = isAbsolute(pattern) ? pattern : resolve(pattern);
@@ -555,5 +604,6 @@ export const jobLogTailSource: ComponentDefinition<'source', typeof jobLogTailSc
   type: 'job_log_tail',
   description: 'Follows NDJSON files of job records and activity events, like tail -F, with checkpoints.',
   schema: jobLogTailSchema,
+  preflight: (options) => preflightInclude(options),
   build: (options) => new JobLogTail(options),
 };
