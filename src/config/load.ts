@@ -7,7 +7,7 @@ import type { ComponentKind, PreflightProblem } from '../engine/types.js';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import type { ComponentRegistry } from '../registry.js';
 import { shieldReferences, substituteEnv } from './env.js';
-import { DAY_MS, GiB, HOUR_MS, KiB, MAX_TIMER_MS, MiB, MINUTE_MS, SECOND_MS } from './limits.js';
+import { DAY_MS, GiB, HOUR_MS, KiB, MAX_TIMER_MS, MiB, MINUTE_MS, pathSchema, SECOND_MS } from './limits.js';
 import { didYouMean } from './suggest.js';
 import type { ComponentConfig, PipelineConfig } from './types.js';
 
@@ -41,7 +41,7 @@ const componentTable = z.record(z.string(), z.unknown());
 /** The top level of a pipeline file; components are checked against their own schemas afterwards. */
 export const pipelineSchema = z
   .object({
-    data_dir: z.string().min(1).default('./.logferry').describe('Folder for checkpoints and dead letters (relative to the working directory).'),
+    data_dir: pathSchema().default('./.logferry').describe('Folder for checkpoints and dead letters (relative to the working directory).'),
     buffer: z
       .object({
         max_bytes: z

@@ -1,6 +1,6 @@
 import { relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
-import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
+import { HOUR_MS, MINUTE_MS, pathSchema } from '../config/limits.js';
 import { writeFileAtomic } from '../engine/fs-atomic.js';
 import { backoffDelay, waitOrAbort } from '../engine/retry.js';
 import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
@@ -8,7 +8,7 @@ import { serializeRecord } from './serialize.js';
 
 export const fileSinkSchema = z
   .object({
-    path: z.string().min(1).describe('Folder that receives each record at {path}/{key}.'),
+    path: pathSchema().describe('Folder that receives each record at {path}/{key}.'),
     pretty: z.boolean().default(false).describe('Indent the JSON documents.'),
     fsync: z
       .boolean()

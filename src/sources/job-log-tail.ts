@@ -5,7 +5,7 @@ import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { statSync } from 'node:fs';
 import { glob, globSync, isDynamicPattern, type GlobOptions } from 'tinyglobby';
 import { z } from 'zod';
-import { HOUR_MS, MiB, MINUTE_MS } from '../config/limits.js';
+import { HOUR_MS, MiB, MINUTE_MS, pathSchema } from '../config/limits.js';
 import { OffsetTracker } from '../engine/offsets.js';
 import type { ComponentDefinition, PreflightProblem, Source, SourceContext } from '../engine/types.js';
 
@@ -19,8 +19,8 @@ const MAX_READ_BUFFER_BYTES = 64 * MiB;
 
 export const jobLogTailSchema = z
   .object({
-    include: z.array(z.string().min(1)).min(1).describe('Glob patterns of NDJSON files to follow; new matches are picked up while running.'),
-    exclude: z.array(z.string().min(1)).default([]).describe('Glob patterns to leave out.'),
+    include: z.array(pathSchema()).min(1).describe('Glob patterns of NDJSON files to follow; new matches are picked up while running.'),
+    exclude: z.array(pathSchema()).default([]).describe('Glob patterns to leave out.'),
     start_at: z
       .enum(['beginning', 'end'])
       .default('beginning')
