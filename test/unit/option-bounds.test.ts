@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import sumologic from '../../plugins/sumologic/index.js';
 import { builtinRegistry } from '../../src/builtins.js';
 import { pipelineJsonSchema } from '../../src/config/json-schema.js';
 import { MAX_TIMER_MS } from '../../src/config/limits.js';
+import { parseConfigText, pipelineSchema } from '../../src/config/load.js';
+import { ConfigError } from '../../src/errors.js';
 
 type JsonSchema = Record<string, unknown>;
 
@@ -72,5 +75,84 @@ describe('option bounds', () => {
     for (const n of ms) expect(upper(n.node), n.path).toBeLessThanOrEqual(MAX_TIMER_MS);
     // Options in seconds are turned into milliseconds for timers and deadlines.
     for (const n of numbers.filter((n) => /(_s|shutdown_timeout)$/.test(n.path))) expect(upper(n.node)! * 1000, n.path).toBeLessThanOrEqual(MAX_TIMER_MS);
+  });
+});
+
+/** The smallest options each component type accepts, to vary one number at a time. */
+const MINIMAL_OPTIONS: Record<string, Record<string, unknown>> = {
+  job_log_tail: { include: ['./logs/*.ndjson'] },
+  select: {},
+  redact: {},
+  path_format: {},
+  file: { path: './out' },
+  console: {},
+  http: { uri: 'http://127.0.0.1:9/x' },
+  s3: { bucket: 'b' },
+  sumo_logic: { url: 'https://example.com/receiver' },
+};
+
+function withValue(base: Record<string, unknown>, path: string, value: unknown): Record<string, unknown> {
+  const copy = structuredClone(base);
+  const keys = path.split('.');
+  let node = copy;
+  for (const key of keys.slice(0, -1)) node = (node[key] ??= {}) as Record<string, unknown>;
+  node[keys.at(-1)!] = value;
+  return copy;
+}
+
+describe('every numeric option refuses what is out of its bounds', () => {
+  const registry = builtinRegistry();
+  for (const sink of sumologic.sinks ?? []) registry.register(sink);
+  const targets: { name: string; schema: z.ZodType; base: Record<string, unknown> }[] = [
+    { name: 'top level', schema: pipelineSchema, base: { sources: {}, sinks: {} } },
+    ...(['source', 'transform', 'sink'] as const).flatMap((kind) =>
+      registry.definitions(kind).map((d) => ({ name: d.type, schema: d.schema as z.ZodType, base: MINIMAL_OPTIONS[d.type]! })),
+    ),
+  ];
+
+  let checked = 0;
+
+  it('has minimal options for every component type', () => {
+    for (const t of targets) expect(t.base, t.name).toBeDefined();
+    for (const t of targets) expect(t.schema.safeParse(t.base).success, t.name).toBe(true);
+  });
+
+  for (const target of targets) {
+    it(`${target.name}: .inf, -.inf, .nan and one step past each bound are config errors`, () => {
+      const numbers: { path: string; node: JsonSchema }[] = [];
+      numbersIn(z.toJSONSchema(target.schema, { io: 'input', unrepresentable: 'any' }), '', numbers);
+      for (const { path, node } of numbers.filter((n) => !n.path.includes('[]'))) {
+        checked++;
+        const step = node.type === 'integer' ? 1 : 1e-6;
+        const below = node.exclusiveMinimum !== undefined ? (node.exclusiveMinimum as number) : lower(node)! - step;
+        const above = node.exclusiveMaximum !== undefined ? (node.exclusiveMaximum as number) : upper(node)! + step;
+        for (const bad of [Infinity, -Infinity, NaN, below, above]) {
+          expect(target.schema.safeParse(withValue(target.base, path, bad)).success, `${target.name} ${path} = ${bad}`).toBe(false);
+        }
+        // The bounds themselves are accepted (where the option's own rules allow the value).
+        const lowest = node.exclusiveMinimum !== undefined ? (node.exclusiveMinimum as number) + step : lower(node)!;
+        expect(target.schema.safeParse(withValue(target.base, path, upper(node)!)).success, `${target.name} ${path} = max`).toBe(true);
+        expect(target.schema.safeParse(withValue(target.base, path, lowest)).success, `${target.name} ${path} = min`).toBe(true);
+      }
+    });
+  }
+
+  it('checked every numeric option of every component (the sweep is not empty)', () => {
+    expect(checked).toBeGreaterThan(30);
+  });
+
+  it('says why in the config error for .inf and .nan, at the option', async () => {
+    const text = `checkpoint_interval_ms: .inf
+sources:
+  jobs: { type: job_log_tail, include: ["./logs/*.ndjson"], poll_interval_ms: .nan }
+sinks:
+  out: { type: console, inputs: [jobs] }
+`;
+    const error = await parseConfigText(text, 'p.yaml', builtinRegistry(), { env: {} }).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).problems).toEqual([
+      expect.objectContaining({ path: 'checkpoint_interval_ms', line: 1, col: 25, message: expect.stringContaining('.inf, .nan and numbers too large for a double are not accepted') }),
+      expect.objectContaining({ path: 'sources.jobs.poll_interval_ms', line: 3, message: expect.stringContaining('received NaN') }),
+    ]);
   });
 });
