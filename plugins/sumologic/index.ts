@@ -6,7 +6,10 @@ const MINUTE_MS = 60_000;
 const SUMO_MAX_BATCH_BYTES = 1024 * 1024;
 
 /** Sumo metadata values are comma-separated `key=value` pairs: neither character may appear inside one. */
-const fieldText = z.string().regex(/^[^,=\x00-\x08\x0a-\x1f\x7f\u0100-\uffff]+$/, 'must not contain ",", "=", a line break or another control character');
+const fieldText = z
+  .string()
+  .regex(/^[^,=]+$/, 'must not contain "," or "="')
+  .regex(/^[\t\x20-\x7e\x80-\xff]+$/, 'must be one line of Latin-1 text without control characters (it is sent as a header)');
 /** A header value is one line of text: CR, LF or NUL would be refused by the HTTP client on every attempt. */
 const headerText = z
   .string()
