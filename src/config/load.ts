@@ -585,6 +585,10 @@ class Locator {
         for (const key of issue.keys) {
           problems.push(this.problem([...path, key], `unknown option${didYouMean(key, siblings)}`, 'key'));
         }
+      } else if (issue.code === 'invalid_union' && issue.errors.flat().some((i) => NON_FINITE.test(i.message))) {
+        // `.inf` where a number or a word is expected (pool.threads: auto, shutdown_timeout: 30s).
+        const expected = issue.message === 'Invalid input' ? 'expected a number' : issue.message;
+        problems.push(this.problem(path, `${expected}${NON_FINITE_HINT}`, 'value'));
       } else if (issue.code === 'invalid_key') {
         // A key of a map (a header name) failed its own check: say what that check says, at the key.
         const inner = issue.issues.map((i) => i.message).join('; ');
@@ -620,10 +624,11 @@ class Locator {
 }
 
 /** YAML has `.inf` and `.nan`, and `1e400` is Infinity: say so, rather than "received Infinity". */
+const NON_FINITE = /received (NaN|-?Infinity)$/;
+const NON_FINITE_HINT = ': .inf, .nan and numbers too large for a double are not accepted; write a finite number';
+
 function explainNonFinite(message: string): string {
-  return /received (NaN|-?Infinity)$/.test(message)
-    ? `${message}: .inf, .nan and numbers too large for a double are not accepted; write a finite number`
-    : message;
+  return NON_FINITE.test(message) ? `${message}${NON_FINITE_HINT}` : message;
 }
 
 /** `sinks.archive.inputs[0]` */

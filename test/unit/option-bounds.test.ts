@@ -137,6 +137,41 @@ describe('every numeric option refuses what is out of its bounds', () => {
     });
   }
 
+  it('names .inf and .nan in the config error of every numeric option, at the option', async () => {
+    const sectionOf = { source: 'sources', transform: 'transforms', sink: 'sinks' } as const;
+    let seen = 0;
+    for (const target of targets) {
+      const numbers: { path: string; node: JsonSchema }[] = [];
+      numbersIn(z.toJSONSchema(target.schema, { io: 'input', unrepresentable: 'any' }), '', numbers);
+      for (const { path } of numbers.filter((n) => !n.path.includes('[]'))) {
+        for (const bad of ['.inf', '-.inf', '.nan']) {
+          const options = JSON.stringify(withValue(target.base, path, '__BAD__')).replace('"__BAD__"', bad);
+          const kind = target.name === 'top level' ? undefined : (['source', 'transform', 'sink'] as const).find((k) => registry.get(k, target.name));
+          let text: string;
+          let where: string;
+          if (!kind) {
+            text = `${options.slice(1, -1).replace(/"sources":\{\},"sinks":\{\}/, '')}`;
+            text = `{${text.replace(/^,|,$/g, '')}, "sources": {"jobs": {"type": "job_log_tail", "include": ["./x/*.ndjson"]}}, "sinks": {"out": {"type": "console", "inputs": ["jobs"]}}}`;
+            where = path;
+          } else {
+            const component = `{"type": "${target.name}"${kind === 'source' ? '' : ', "inputs": ["jobs"]'}, ${options.slice(1)}`.replace(', }', '}');
+            const sinks = kind === 'sink' ? `{"x": ${component}}` : `{"out": {"type": "console", "inputs": ["${kind === 'transform' ? 'x' : 'jobs'}"]}}`;
+            const sources = kind === 'source' ? `{"jobs": ${component}}` : '{"jobs": {"type": "job_log_tail", "include": ["./x/*.ndjson"]}}';
+            text = `{"sources": ${sources}, ${kind === 'transform' ? `"transforms": {"x": ${component}}, ` : ''}"sinks": ${sinks}}`;
+            where = `${sectionOf[kind]}.${kind === 'source' ? 'jobs' : 'x'}.${path}`;
+          }
+          const error = await parseConfigText(text, 'p.yaml', registry, { env: {} }).catch((err: unknown) => err);
+          expect(error, `${where} = ${bad}\n${text}`).toBeInstanceOf(ConfigError);
+          const problem = (error as ConfigError).problems.find((p) => p.path === where);
+          expect(problem?.message, `${where} = ${bad}: ${(error as ConfigError).message}`).toContain('.inf, .nan and numbers too large for a double are not accepted');
+          expect(problem?.line).toBe(1);
+          seen++;
+        }
+      }
+    }
+    expect(seen).toBeGreaterThan(90);
+  });
+
   it('checked every numeric option of every component (the sweep is not empty)', () => {
     expect(checked).toBeGreaterThan(30);
   });
