@@ -13,18 +13,20 @@ const cleanup: string[] = [];
 afterEach(() => removeAll(cleanup));
 
 const STACK_FRAME = /^\s{4}at /m;
+/** Each test spawns the CLI several times (about a second each, much more on a loaded machine). */
+const SPAWNING = { timeout: 240_000 };
 
 /**
  * `validate` and `run --once` both refuse the file with exit 78 and a message naming `where`.
  * Variants of one case check `run` once (`alsoRun: false` for the rest): each spawn costs a second.
  */
 async function expectConfigError(dir: string, file: string, where: RegExp, env: NodeJS.ProcessEnv = {}, alsoRun = true): Promise<string> {
-  const validate = await runCli(['validate', '-c', file], { cwd: dir, env, timeoutMs: 30_000 });
+  const validate = await runCli(['validate', '-c', file], { cwd: dir, env, timeoutMs: 60_000 });
   expect(validate.code, validate.stderr).toBe(78);
   expect(validate.stderr).toMatch(where);
   expect(validate.stderr).not.toMatch(STACK_FRAME);
   if (!alsoRun) return validate.stderr;
-  const run = await runCli(['run', '--once', '-c', file], { cwd: dir, env, timeoutMs: 30_000 });
+  const run = await runCli(['run', '--once', '-c', file], { cwd: dir, env, timeoutMs: 60_000 });
   expect(run.code, run.stderr).toBe(78);
   expect(run.stderr).toMatch(where);
   expect(run.stderr).not.toMatch(STACK_FRAME);
@@ -40,7 +42,7 @@ async function setup(): Promise<{ dir: string; logs: string; out: string; data: 
 }
 
 describe('numeric options have bounds', () => {
-  it('refuses read_buffer_bytes of 4 GiB (it aborted Node with a core dump) and intervals past 2^31-1 ms', async () => {
+  it('refuses read_buffer_bytes of 4 GiB (it aborted Node with a core dump) and intervals past 2^31-1 ms', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     const base = standardPipeline({ dataDir: data, include: join(logs, '*.ndjson'), out });
     const huge = await writePipeline(dir, base.replace('    rotate_wait_ms: 300\n', '    rotate_wait_ms: 300\n    read_buffer_bytes: 4294967296\n'));
@@ -61,7 +63,7 @@ describe('numeric options have bounds', () => {
     await expectConfigError(dir, threads, /pipeline\.yaml:1:\d+: pool\.threads: .*64/);
   });
 
-  it('refuses .inf, -.inf, .nan and 1e400 with a message that says why', async () => {
+  it('refuses .inf, -.inf, .nan and 1e400 with a message that says why', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     const base = standardPipeline({ dataDir: data, include: join(logs, '*.ndjson'), out });
     for (const [index, value] of ['.inf', '-.inf', '.nan', '1e400'].entries()) {
@@ -72,7 +74,7 @@ describe('numeric options have bounds', () => {
 });
 
 describe('YAML that attacks the parser', () => {
-  it('turns an alias bomb into a config error at the alias (exit 78, not a stack trace and exit 1)', async () => {
+  it('turns an alias bomb into a config error at the alias (exit 78, not a stack trace and exit 1)', SPAWNING, async () => {
     const { dir } = await setup();
     const lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
     for (const [name, prev] of [['b', 'a'], ['c', 'b'], ['d', 'c'], ['e', 'd'], ['f', 'e'], ['g', 'f'], ['h', 'g'], ['i', 'h']]) {
@@ -82,7 +84,7 @@ describe('YAML that attacks the parser', () => {
     await expectConfigError(dir, file, /pipeline\.yaml:2:\d+: aliases expand to too many nodes/);
   });
 
-  it('turns deep nesting, a huge file, bad UTF-8 and an alias into itself into config errors', async () => {
+  it('turns deep nesting, a huge file, bad UTF-8 and an alias into itself into config errors', SPAWNING, async () => {
     const { dir } = await setup();
     const deep = await writePipeline(dir, `sources: ${'['.repeat(50_000)}${']'.repeat(50_000)}\nsinks: {}\n`);
     await expectConfigError(dir, deep, /pipeline\.yaml:1:\d+: /);
@@ -99,7 +101,7 @@ describe('YAML that attacks the parser', () => {
 });
 
 describe('include names files', () => {
-  it('refuses a folder in include (it read .aws/credentials into the dead letters) and suggests dir/*.ndjson', async () => {
+  it('refuses a folder in include (it read .aws/credentials into the dead letters) and suggests dir/*.ndjson', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     await mkdir(join(logs, '.aws'));
     await writeFile(join(logs, '.aws', 'credentials'), '[default]\naws_secret_access_key = hidden-secret-value\n');
@@ -108,7 +110,7 @@ describe('include names files', () => {
     expect(await readdir(dir)).not.toContain('data');
   });
 
-  it('never matches hidden files or folders with a wildcard, only when the pattern names them', async () => {
+  it('never matches hidden files or folders with a wildcard, only when the pattern names them', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     await mkdir(join(logs, '.aws'));
     await writeFile(join(logs, '.aws', 'credentials'), '[default]\naws_secret_access_key = hidden-secret-value\n');
@@ -131,7 +133,7 @@ describe('include names files', () => {
     for (const content of deadLetters.values()) expect(content.toString()).not.toContain('hidden-secret-value');
   });
 
-  it('warns, in validate and at the start of run, about a glob that matches nothing', async () => {
+  it('warns, in validate and at the start of run, about a glob that matches nothing', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     const file = await writePipeline(
       dir,
@@ -157,7 +159,7 @@ describe('http sink options that every request would fail on', () => {
     uri: http://127.0.0.1:9/ingest
 ${extra}`;
 
-  it('refuses header names that are not tokens and values with CR, LF or NUL, at their position', async () => {
+  it('refuses header names that are not tokens and values with CR, LF or NUL, at their position', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     const base = { dataDir: data, include: join(logs, '*.ndjson'), out };
     for (const [index, [headers, where]] of ([
@@ -174,7 +176,7 @@ ${extra}`;
     await expectConfigError(dir, token, /sinks\.web\.auth\.token: must not contain line breaks/, {}, false);
   });
 
-  it('checks the TLS files in validate: missing, not PEM, a key that is not the certificate’s', async () => {
+  it('checks the TLS files in validate: missing, not PEM, a key that is not the certificate’s', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     const pki = join(dir, 'pki');
     await mkdir(pki);
@@ -202,7 +204,7 @@ ${extra}`;
 });
 
 describe('checks that need the environment', () => {
-  it('reports a missing or short HMAC key in validate, not only when run builds the pipeline', async () => {
+  it('reports a missing or short HMAC key in validate, not only when run builds the pipeline', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     const file = await writePipeline(
       dir,
@@ -216,7 +218,7 @@ describe('checks that need the environment', () => {
 });
 
 describe('keys name their record', () => {
-  it('refuses a job_key without the job id and an activity_key without the digest', async () => {
+  it('refuses a job_key without the job id and an activity_key without the digest', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     const file = await writePipeline(
       dir,
@@ -231,7 +233,7 @@ describe('keys name their record', () => {
 });
 
 describe('a closed pipe', () => {
-  it('ends `dead-letter list | head -1` quietly with exit 0, without an EPIPE stack trace', async () => {
+  it('ends `dead-letter list | head -1` quietly with exit 0, without an EPIPE stack trace', SPAWNING, async () => {
     const { dir, logs, out, data } = await setup();
     // Enough dead letters that --json writes far more than a pipe holds.
     await writeFile(join(logs, 'bad.ndjson'), '{"not":"a record"}\n'.repeat(4000));
