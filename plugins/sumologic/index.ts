@@ -1,19 +1,29 @@
 import { defineSink, definePlugin, httpSinkSchema, HttpSink, retrySchema, urlSecrets, z } from 'logferry';
 
+const MINUTE_MS = 60_000;
+
 /** Sumo Logic rejects requests above 1 MiB; it recommends 100 KB to 1 MB of uncompressed data. */
 const SUMO_MAX_BATCH_BYTES = 1024 * 1024;
 
 /** Sumo metadata values are comma-separated `key=value` pairs: neither character may appear inside one. */
-const fieldText = z.string().regex(/^[^,=\r\n]+$/, 'must not contain ",", "=" or a line break');
+const fieldText = z
+  .string()
+  .regex(/^[^,=]+$/, 'must not contain "," or "="')
+  .regex(/^[\t\x20-\x7e\x80-\xff]+$/, 'must be one line of Latin-1 text without control characters (it is sent as a header)');
+/** A header value is one line of text: CR, LF or NUL would be refused by the HTTP client on every attempt. */
+const headerText = z
+  .string()
+  .min(1)
+  .regex(/^[\t\x20-\x7e\x80-\xff]+$/, 'must be one line of Latin-1 text without control characters (it is sent as a header)');
 
 export const sumoLogicSchema = z
   .object({
     url: z
       .url({ protocol: /^https?$/, error: 'expected the HTTP source URL Sumo Logic gave you (https://...)' })
       .describe('The HTTP Logs and Metrics source URL. It holds the source token: keep it in an env var, e.g. ${SUMO_URL}.'),
-    category: z.string().min(1).optional().describe('X-Sumo-Category: overrides the source category, e.g. prod/workato/jobs.'),
-    name: z.string().min(1).optional().describe('X-Sumo-Name: overrides the source name.'),
-    host: z.string().min(1).optional().describe('X-Sumo-Host: overrides the source host.'),
+    category: headerText.optional().describe('X-Sumo-Category: overrides the source category, e.g. prod/workato/jobs.'),
+    name: headerText.optional().describe('X-Sumo-Name: overrides the source name.'),
+    host: headerText.optional().describe('X-Sumo-Host: overrides the source host.'),
     fields: z
       .record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'field names are letters, digits, _ . -'), fieldText)
       .default({})
@@ -21,17 +31,35 @@ export const sumoLogicSchema = z
     compression: z.enum(['gzip', 'none']).default('gzip').describe('Sumo accepts gzip; it cuts the bytes sent about tenfold on job documents.'),
     batch: z
       .object({
-        max_events: z.number().int().min(1).default(500),
-        max_bytes: z.number().int().min(1024).max(SUMO_MAX_BATCH_BYTES).default(SUMO_MAX_BATCH_BYTES),
-        timeout_ms: z.number().int().min(1).default(1000),
+        max_events: z.number().int().min(1).max(100_000).default(500).describe('Records per request at most.'),
+        max_bytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(SUMO_MAX_BATCH_BYTES)
+          .default(SUMO_MAX_BATCH_BYTES)
+          .describe('Uncompressed bytes per request at most (1 KiB to 1 MiB).'),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(10 * MINUTE_MS)
+          .default(1000)
+          .describe('A batch that is not full is sent this long after its first record (at most 10 minutes).'),
       })
       .strict()
       .prefault({})
       .describe('Batches stay under 1 MiB uncompressed, the most one Sumo request may carry.'),
     request: z
       .object({
-        concurrency: z.number().int().min(1).max(64).default(4),
-        timeout_ms: z.number().int().min(1).default(30_000),
+        concurrency: z.number().int().min(1).max(64).default(4).describe('Requests in flight at most.'),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(10 * MINUTE_MS)
+          .default(30_000)
+          .describe('An answer slower than this is a failed attempt, retried (at most 10 minutes).'),
       })
       .strict()
       .prefault({}),

@@ -1,8 +1,9 @@
 #!/usr/bin/env -S node --max-semi-space-size=64
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { builtinRegistry } from '../builtins.js';
 import { pipelineJsonSchema } from '../config/json-schema.js';
@@ -188,7 +189,12 @@ async function commandSchema(options: CliOptions): Promise<number> {
     const text = await readFile(options.config, 'utf8').catch((err: unknown) => {
       throw new LogferryError('LF_CONFIG_READ', `cannot read ${options.config}: ${(err as Error).message}`);
     });
-    const parsed: unknown = parseYaml(text);
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(text, { maxAliasCount: 100 });
+    } catch {
+      parsed = undefined; // The file's own problems are for validate; the schema still helps fix them.
+    }
     const plugins = (parsed as { plugins?: unknown } | null)?.plugins;
     if (Array.isArray(plugins) && plugins.every((p) => typeof p === 'string')) {
       const problems = await loadPlugins(plugins, options.config, registry);
@@ -425,11 +431,43 @@ function report(err: unknown): number {
   return EXIT.runtime;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.exitCode = report(err);
-  },
-);
+/**
+ * `logferry dead-letter list | head -1`: once the reader is gone, a write fails with EPIPE. Like
+ * `ls | head`, stop quietly (exit 0) instead of printing a stack trace for the unhandled 'error'.
+ * On `run` this ends the process without saving checkpoints; the records it held are read again.
+ */
+function exitQuietlyOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.ok);
+    process.stderr.write(`logferry: cannot write to ${stream === process.stdout ? 'stdout' : 'stderr'}: ${err.message}\n`);
+    process.exit(EXIT.runtime);
+  });
+}
+
+/** True when this module is the program (node dist/src/cli/main.js, or the logferry bin link), not an import. */
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  const self = fileURLToPath(import.meta.url);
+  for (const candidate of [entry, `${entry}.js`]) {
+    try {
+      if (realpathSync(candidate) === realpathSync(self)) return true;
+    } catch {
+      // Not a file: try the next spelling.
+    }
+  }
+  return false;
+}
+
+if (isEntryPoint()) {
+  exitQuietlyOnClosedPipe(process.stdout);
+  exitQuietlyOnClosedPipe(process.stderr);
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.exitCode = report(err);
+    },
+  );
+}

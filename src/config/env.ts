@@ -66,11 +66,16 @@ function unshieldReferences(value: string): string {
   return value.replaceAll(OPEN, '{').replaceAll(CLOSE, '}');
 }
 
+/**
+ * Only numbers and booleans are taken from the YAML reading: a variable must never turn into a
+ * mapping or a list, and a text value stays exactly as set (YAML would drop a ` # comment` tail,
+ * strip quotes, or read `~` as null).
+ */
 function safeScalar(text: string): unknown {
   try {
-    const value: unknown = parseYaml(text);
-    // Only scalars: a variable must never turn into a mapping or a list.
-    return value === null || typeof value !== 'object' ? (value ?? text) : text;
+    // logLevel error: a value that looks like a YAML tag must not print a warning on every start.
+    const value: unknown = parseYaml(text, { logLevel: 'error' });
+    return typeof value === 'number' || typeof value === 'boolean' ? value : text;
   } catch {
     return text;
   }

@@ -1,21 +1,33 @@
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import { z } from 'zod';
 import { poolSchema } from '../engine/record-pool.js';
-import type { ComponentKind } from '../engine/types.js';
+import type { ComponentKind, PreflightProblem } from '../engine/types.js';
 import { ConfigError, type ConfigProblem } from '../errors.js';
 import type { ComponentRegistry } from '../registry.js';
 import { shieldReferences, substituteEnv } from './env.js';
+import { DAY_MS, GiB, HOUR_MS, KiB, MAX_TIMER_MS, MiB, MINUTE_MS, pathSchema, SECOND_MS } from './limits.js';
 import { didYouMean } from './suggest.js';
 import type { ComponentConfig, PipelineConfig } from './types.js';
 
-const MiB = 1024 * 1024;
+/** `30s`, `500ms`, `2m`, or a number of seconds; at most `maxMs` (timers cannot wait longer than 2^31-1 ms). */
+export function durationSchema(maxMs: number) {
+  const limit = formatDuration(Math.min(maxMs, MAX_TIMER_MS));
+  return z
+    .union([
+      z.number().nonnegative().max(Math.min(maxMs, MAX_TIMER_MS) / 1000, `must be at most ${limit}`),
+      z.string().regex(/^\d+(\.\d+)?(ms|s|m)$/, 'expected a duration such as 500ms, 30s or 2m'),
+    ])
+    .transform((value) => durationMs(value))
+    .refine((ms) => ms <= Math.min(maxMs, MAX_TIMER_MS), `must be at most ${limit}`);
+}
 
-/** `30s`, `500ms`, `2m`, or a number of seconds. */
-export const durationSchema = z
-  .union([z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m)$/, 'expected a duration such as 500ms, 30s or 2m')])
-  .transform((value) => durationMs(value));
+function formatDuration(ms: number): string {
+  if (ms % MINUTE_MS === 0) return `${ms / MINUTE_MS}m`;
+  if (ms % SECOND_MS === 0) return `${ms / SECOND_MS}s`;
+  return `${ms}ms`;
+}
 
 function durationMs(value: number | string): number {
   if (typeof value === 'number') return value * 1000;
@@ -29,24 +41,33 @@ const componentTable = z.record(z.string(), z.unknown());
 /** The top level of a pipeline file; components are checked against their own schemas afterwards. */
 export const pipelineSchema = z
   .object({
-    data_dir: z.string().min(1).default('./.logferry').describe('Folder for checkpoints and dead letters (relative to the working directory).'),
+    data_dir: pathSchema().default('./.logferry').describe('Folder for checkpoints and dead letters (relative to the working directory).'),
     buffer: z
       .object({
         max_bytes: z
           .number()
           .int()
-          .min(64 * 1024)
+          .min(64 * KiB)
+          .max(4 * GiB)
           .default(64 * MiB)
-          .describe('Memory budget for records in flight; reading pauses at this bound when sinks are slow.'),
+          .describe('Memory budget for records in flight (64 KiB to 4 GiB); reading pauses at this bound when sinks are slow.'),
       })
       .strict()
       .default({ max_bytes: 64 * MiB }),
     pool: poolSchema
       .prefault({})
       .describe('Worker threads for large records (parse, mask, key, serialize off the main thread).'),
-    shutdown_timeout: durationSchema.prefault(30).describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m.'),
-    checkpoint_interval_ms: z.number().int().positive().default(1000).describe('How often acknowledged positions are saved.'),
-    status_interval_ms: z.number().int().positive().default(10_000).describe('How often the status line is logged.'),
+    shutdown_timeout: durationSchema(HOUR_MS)
+      .prefault(30)
+      .describe('How long SIGINT/SIGTERM waits for records in flight: seconds, or 500ms, 30s, 2m; at most 1 hour.'),
+    checkpoint_interval_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(HOUR_MS)
+      .default(1000)
+      .describe('How often acknowledged positions are saved (at most 1 hour: a crash re-sends up to this window).'),
+    status_interval_ms: z.number().int().min(1).max(DAY_MS).default(10_000).describe('How often the status line is logged (at most 1 day).'),
     dead_letter: z
       .object({
         keep_text: z
@@ -88,15 +109,53 @@ export interface LoadOptions {
   loadPlugins?: (specifiers: readonly string[], configFile: string, registry: ComponentRegistry) => Promise<ConfigProblem[]>;
 }
 
+/** Pipeline files are a few KiB; a bigger one is a mistake (or an attack) that YAML would chew on for long. */
+export const MAX_CONFIG_BYTES = 1 * MiB;
+/** Nesting a pipeline file needs is about 6; the YAML library and zod recurse, so deep nesting must stop here. */
+const MAX_CONFIG_DEPTH = 32;
+/** Alias expansions allowed when building the value (yaml's own guard against "billion laughs"). */
+const MAX_ALIAS_COUNT = 100;
+
 export async function loadConfig(file: string, registry: ComponentRegistry, options: LoadOptions = {}): Promise<PipelineConfig> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(file, 'utf8');
+    bytes = await readAtMost(file, MAX_CONFIG_BYTES);
   } catch (err) {
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
     throw new ConfigError(file, [{ path: '', message: `cannot read the pipeline file: ${reason}` }], 'LF_CONFIG_READ');
   }
+  if (bytes.length > MAX_CONFIG_BYTES) {
+    throw new ConfigError(file, [{ path: '', message: `the pipeline file is larger than ${MAX_CONFIG_BYTES} bytes (1 MiB); pipeline files are a few KiB` }]);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    const lenient = new TextDecoder('utf-8').decode(bytes);
+    const at = lenient.indexOf('\uFFFD');
+    const lines = lenient.slice(0, Math.max(0, at)).split('\n');
+    throw new ConfigError(file, [{ path: '', message: 'the pipeline file is not valid UTF-8', line: lines.length, col: lines.at(-1)!.length + 1 }]);
+  }
   return parseConfigText(text, file, registry, options);
+}
+
+/** Reads up to `limit + 1` bytes (so a caller can tell "too large"), from a file, a pipe or a device alike. */
+async function readAtMost(file: string, limit: number): Promise<Buffer> {
+  const handle = await open(file, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    while (total <= limit) {
+      const chunk = Buffer.allocUnsafe(Math.min(64 * KiB, limit + 1 - total));
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      chunks.push(chunk.subarray(0, bytesRead));
+      total += bytesRead;
+    }
+    return Buffer.concat(chunks, total);
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Parses, substitutes, validates and checks the graph; throws one ConfigError listing every problem. */
@@ -107,20 +166,44 @@ export async function parseConfigText(
   options: LoadOptions = {},
 ): Promise<PipelineConfig> {
   const positions = new LineCounter();
-  const doc = parseDocument(shieldReferences(text), { lineCounter: positions, prettyErrors: false, uniqueKeys: true });
-  const locate = new Locator(doc, positions);
   const fail = (problems: ConfigProblem[], code?: 'LF_CONFIG_ENV'): never => {
     throw new ConfigError(file, sortByPosition(problems), code);
   };
+  if (text.length > MAX_CONFIG_BYTES) fail([{ path: '', message: `the pipeline file is larger than ${MAX_CONFIG_BYTES} bytes (1 MiB)` }]);
+  let doc: Document;
+  try {
+    doc = parseDocument(shieldReferences(text), { lineCounter: positions, prettyErrors: false, uniqueKeys: true });
+  } catch (err) {
+    // The yaml library reports its problems in doc.errors; anything it throws is a file it cannot take.
+    return fail([{ path: '', message: `cannot read the file as YAML: ${(err as Error).message}`, line: 1, col: 1 }]);
+  }
+  const locate = new Locator(doc, positions);
 
   if (doc.errors.length > 0) {
     fail(doc.errors.map((e) => ({ path: '', message: e.message.split('\n')[0]!, ...positions.linePos(e.pos[0]) })));
+  }
+  const tooDeep = deepestNode(doc, MAX_CONFIG_DEPTH);
+  if (tooDeep) {
+    fail([{ path: '', message: `nested more than ${MAX_CONFIG_DEPTH} levels deep; a pipeline file needs a handful`, ...positions.linePos(tooDeep) }]);
   }
   const envProblems = substituteEnv(doc, options.env ?? process.env);
   if (envProblems.length > 0) {
     fail(envProblems.map((p) => ({ path: locate.pathOfOffset(p.offset), message: p.message, ...positions.linePos(p.offset) })), 'LF_CONFIG_ENV');
   }
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    // yaml throws a ReferenceError for an alias bomb ("billion laughs") and for an alias to no anchor.
+    const message =
+      err instanceof ReferenceError && /alias count/i.test(err.message)
+        ? `aliases expand to too many nodes (more than ${MAX_ALIAS_COUNT} expansions): a YAML alias bomb?`
+        : `cannot build the configuration from the YAML: ${(err as Error).message}`;
+    return fail([{ path: '', message, ...positions.linePos(firstAliasOffset(doc)) }]);
+  }
+  if (nestedDeeperThan(raw, MAX_CONFIG_DEPTH)) {
+    fail([{ path: '', message: `aliases nest the configuration more than ${MAX_CONFIG_DEPTH} levels deep, or into itself`, ...positions.linePos(firstAliasOffset(doc)) }]);
+  }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     fail([{ path: '', message: 'a pipeline file is a mapping with `sources` and `sinks` (and usually `transforms`)', line: 1, col: 1 }]);
   }
@@ -175,6 +258,7 @@ export async function parseConfigText(
   if (Object.keys(settings.sinks).length === 0) problems.push(locate.problem(['sinks'], 'a pipeline needs at least one sink', 'key'));
 
   const warnings = checkGraph(components, kindOf, allComponentsValid, locate, problems);
+  for (const component of components) preflight(component, options.env ?? process.env, locate, problems, warnings);
   if (problems.length > 0) fail(problems);
 
   return {
@@ -238,6 +322,80 @@ function checkComponent(
     return undefined;
   }
   return { id: base[1]!, kind, type, inputs: inputList, options: parsed.data, definition, path: base.join('.') };
+}
+
+/**
+ * What `build` would refuse that the schema cannot see (files that do not parse, unset environment
+ * variables), reported at the option's position so `validate` and `run` catch it before anything runs.
+ */
+function preflight(component: ComponentConfig, env: NodeJS.ProcessEnv, locate: Locator, problems: ConfigProblem[], warnings: ConfigProblem[]): void {
+  const check = component.definition.preflight;
+  if (!check) return;
+  const base = component.path.split('.');
+  let found: readonly PreflightProblem[];
+  try {
+    found = check(component.options as never, env);
+  } catch (err) {
+    problems.push(locate.problem(base, `cannot check this ${component.kind}: ${(err as Error).message}`, 'key'));
+    return;
+  }
+  for (const p of found) {
+    const relative = p.path === '' ? [] : p.path.split(/\.|\[(\d+)\]/).filter((segment) => segment !== undefined && segment !== '');
+    const problem = locate.problem([...base, ...relative.map((s) => (/^\d+$/.test(s) ? Number(s) : s))], p.message, 'value');
+    (p.warning ? warnings : problems).push(problem);
+  }
+}
+
+/** The offset of the first node nested deeper than `limit`, or undefined (iterative: no recursion to overflow). */
+function deepestNode(doc: Document, limit: number): number | undefined {
+  const stack: { node: unknown; depth: number }[] = [{ node: doc.contents, depth: 0 }];
+  while (stack.length > 0) {
+    const { node, depth } = stack.pop()!;
+    if (isMap(node) || isSeq(node)) {
+      if (depth > limit) return (node as Node).range?.[0] ?? 0;
+      for (const item of node.items) {
+        if (isPair(item)) {
+          stack.push({ node: item.key, depth: depth + 1 }, { node: item.value, depth: depth + 1 });
+        } else {
+          stack.push({ node: item, depth: depth + 1 });
+        }
+      }
+    }
+  }
+  return undefined;
+}
+
+/** True when the value nests deeper than `limit` or contains itself (an alias inside its own anchor). */
+function nestedDeeperThan(root: unknown, limit: number): boolean {
+  const heights = new Map<object, number>();
+  const onPath = new Set<object>();
+  const height = (value: unknown, depth: number): number => {
+    if (value === null || typeof value !== 'object') return 0;
+    const known = heights.get(value);
+    if (known !== undefined) return known;
+    if (onPath.has(value) || depth > limit) return limit + 1;
+    onPath.add(value);
+    let max = 0;
+    for (const child of Object.values(value)) {
+      max = Math.max(max, 1 + height(child, depth + 1));
+      if (max > limit) break;
+    }
+    onPath.delete(value);
+    heights.set(value, Math.min(max, limit + 1));
+    return max;
+  };
+  return height(root, 0) > limit;
+}
+
+function firstAliasOffset(doc: Document): number {
+  let offset = 0;
+  visit(doc, {
+    Alias(_key, node) {
+      offset = node.range?.[0] ?? 0;
+      return visit.BREAK;
+    },
+  });
+  return offset;
 }
 
 interface SchemaDefinition {
@@ -442,9 +600,17 @@ class Locator {
         for (const key of issue.keys) {
           problems.push(this.problem([...path, key], `unknown option${didYouMean(key, siblings)}`, 'key'));
         }
+      } else if (issue.code === 'invalid_union' && issue.errors.flat().some((i) => NON_FINITE.test(i.message))) {
+        // `.inf` where a number or a word is expected (pool.threads: auto, shutdown_timeout: 30s).
+        const expected = issue.message === 'Invalid input' ? 'expected a number' : issue.message;
+        problems.push(this.problem(path, `${expected}${NON_FINITE_HINT}`, 'value'));
+      } else if (issue.code === 'invalid_key') {
+        // A key of a map (a header name) failed its own check: say what that check says, at the key.
+        const inner = issue.issues.map((i) => i.message).join('; ');
+        problems.push(this.problem(path, inner || issue.message, 'key'));
       } else {
         const missing = issue.code === 'invalid_type' && /received undefined/.test(issue.message);
-        problems.push(this.problem(path, missing ? `required: ${issue.message}` : issue.message, missing ? 'key' : 'value'));
+        problems.push(this.problem(path, missing ? `required: ${issue.message}` : explainNonFinite(issue.message), missing ? 'key' : 'value'));
       }
     }
     return problems;
@@ -470,6 +636,14 @@ class Locator {
     search(this.doc.contents, []);
     return formatPath(found);
   }
+}
+
+/** YAML has `.inf` and `.nan`, and `1e400` is Infinity: say so, rather than "received Infinity". */
+const NON_FINITE = /received (NaN|-?Infinity)$/;
+const NON_FINITE_HINT = ': .inf, .nan and numbers too large for a double are not accepted; write a finite number';
+
+function explainNonFinite(message: string): string {
+  return NON_FINITE.test(message) ? `${message}${NON_FINITE_HINT}` : message;
 }
 
 /** `sinks.archive.inputs[0]` */

@@ -17,29 +17,44 @@ const KiB = 1024;
  */
 export const DEFAULT_THRESHOLD_BYTES = 512 * KiB;
 
+/**
+ * Each worker is a V8 isolate that loads the pipeline's modules (tens of MiB before it holds a
+ * record, more with the 64 MiB semi-space) and does CPU-bound work, so threads beyond the cores
+ * only add memory and start-up time: a run with 256 threads on a 2-core machine did not finish
+ * (issue 9). 64 leaves room for large machines; `auto` never goes above it either.
+ */
+export const MAX_THREADS = 64;
+/** Above the largest line a source accepts (max_line_bytes) the pool would never be used. */
+const MAX_THRESHOLD_BYTES = 256 * KiB * KiB;
+/** Lines held for the pool; the buffer budget bounds their bytes, this bounds their count. */
+const MAX_QUEUE = 100_000;
+
 export const poolSchema = z
   .object({
     threads: z
-      .union([z.literal('auto'), z.number().int().min(0).max(256)], { error: 'expected auto or a number of threads from 0 (pool off) to 256' })
+      .union([z.literal('auto'), z.number().int().min(0).max(MAX_THREADS)], {
+        error: `expected auto or a number of threads from 0 (pool off) to ${MAX_THREADS}`,
+      })
       .default('auto')
       .describe(
         'Worker threads that parse, mask, key and serialize large records. auto: one per core beyond two, which the ' +
           'main thread and the system (network stack, file I/O, garbage collection) keep, so off on two cores; ' +
-          '0 turns the pool off.',
+          `0 turns the pool off; at most ${MAX_THREADS}.`,
       ),
     threshold_bytes: z
       .number()
       .int()
       .min(1024)
+      .max(MAX_THRESHOLD_BYTES)
       .default(DEFAULT_THRESHOLD_BYTES)
       .describe(
         'Lines of at least this many bytes go to the pool; smaller ones stay on the main thread, where handing them over ' +
           'costs more than the work (bench/RESULTS.md has the cut-over measured with npm run bench:micro).',
       ),
     max_queue: z
-      .union([z.literal('auto'), z.number().int().min(1)], { error: 'expected auto or a positive number of lines' })
+      .union([z.literal('auto'), z.number().int().min(1).max(MAX_QUEUE)], { error: `expected auto or a number of lines from 1 to ${MAX_QUEUE}` })
       .default('auto')
-      .describe('Lines waiting for or inside a worker at most; reading pauses beyond it. auto: four per thread.'),
+      .describe(`Lines waiting for or inside a worker at most (up to ${MAX_QUEUE}); reading pauses beyond it. auto: four per thread.`),
   })
   .strict();
 
@@ -55,7 +70,7 @@ export function poolThreads(options: PoolOptions): number {
 }
 
 export function autoThreads(cores = availableParallelism()): number {
-  return Math.max(0, cores - 2);
+  return Math.min(MAX_THREADS, Math.max(0, cores - 2));
 }
 
 /**

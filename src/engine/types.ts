@@ -173,7 +173,7 @@ export interface ComponentDefinition<K extends ComponentKind = ComponentKind, S 
    * variables are set), so `logferry validate` catches it. Returns one message per problem, each
    * with the option's dotted path relative to the component; does no network I/O.
    */
-  readonly preflight?: (options: z.output<S>, env: NodeJS.ProcessEnv) => readonly { path: string; message: string }[];
+  readonly preflight?: (options: z.output<S>, env: NodeJS.ProcessEnv) => readonly PreflightProblem[];
   build(options: z.output<S>, ctx: ContextOf[K]): InstanceOf[K] | Promise<InstanceOf[K]>;
 }
 
@@ -181,6 +181,16 @@ export interface ComponentDefinition<K extends ComponentKind = ComponentKind, S 
 export interface LineReference {
   length: number;
   sha256: string;
+}
+
+/**
+ * One finding of a component's `preflight`: `path` is dotted (`tls.ca_file`, `include[0]`) relative
+ * to the component. A `warning` is logged by `validate` and at the start of `run` but stops nothing.
+ */
+export interface PreflightProblem {
+  path: string;
+  message: string;
+  warning?: boolean;
 }
 
 export interface DeadLetterInput {

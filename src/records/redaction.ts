@@ -133,21 +133,27 @@ export function deadLetterRedactor(transforms: readonly { type: string; options:
   return createRedactor(options, {}, true);
 }
 
+/** Why `replacement: hash` cannot work with this environment, or undefined when it can (or is not used). */
+export function hashKeyProblem(options: RedactOptions, env: NodeJS.ProcessEnv): string | undefined {
+  if (options.replacement !== HASH_REPLACEMENT) return undefined;
+  const variable = options.hash_key_env;
+  const key = env[variable];
+  if (key !== undefined && key.length >= MIN_HASH_KEY_LENGTH) return undefined;
+  const problem = key === undefined || key === '' ? 'is not set' : `is only ${key.length} characters long`;
+  return (
+    `redact replacement "hash" needs an HMAC key: ${variable} ${problem}; ` +
+    `set ${variable} to a secret of at least ${MIN_HASH_KEY_LENGTH} characters`
+  );
+}
+
 function createReplace(options: RedactOptions, env: NodeJS.ProcessEnv): Replace {
   if (options.replacement !== HASH_REPLACEMENT) {
     const text = options.replacement;
     return () => text;
   }
-  const variable = options.hash_key_env;
-  const key = env[variable];
-  if (key === undefined || key.length < MIN_HASH_KEY_LENGTH) {
-    const problem = key === undefined || key === '' ? 'is not set' : `is only ${key.length} characters long`;
-    throw new LogferryError(
-      'LF_CONFIG_ENV',
-      `redact replacement "hash" needs an HMAC key: ${variable} ${problem}; ` +
-        `set ${variable} to a secret of at least ${MIN_HASH_KEY_LENGTH} characters`,
-    );
-  }
+  const problem = hashKeyProblem(options, env);
+  if (problem !== undefined) throw new LogferryError('LF_CONFIG_ENV', problem);
+  const key = env[options.hash_key_env]!;
   // Canonical JSON so that equal values hash equally however their keys were ordered.
   return (value) => HASH_PREFIX + createHmac('sha256', key).update(canonicalJson(value)).digest('hex').slice(0, HASH_HEX_CHARS);
 }

@@ -1,12 +1,27 @@
 import { z } from 'zod';
+import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
 import { backoffDelay, waitOrAbort } from '../engine/retry.js';
 import type { Delivery } from '../engine/types.js';
 
+/** A week of retries outlasts any outage worth waiting for; the records hold the buffer meanwhile. */
+const MAX_RETRY_DURATION_S = 7 * 24 * 3600;
+
 export const retrySchema = z
   .object({
-    initial_backoff_ms: z.number().int().positive().default(100).describe('First retry delay; it doubles per attempt, with full jitter.'),
-    max_backoff_ms: z.number().int().positive().default(30_000).describe('Largest delay between two attempts.'),
-    max_duration_s: z.number().positive().default(600).describe('After this long a record that still fails goes to the dead letters.'),
+    initial_backoff_ms: z
+      .number()
+      .int()
+      .positive()
+      .max(MINUTE_MS)
+      .default(100)
+      .describe('First retry delay; it doubles per attempt, with full jitter (at most 1 minute).'),
+    max_backoff_ms: z.number().int().positive().max(HOUR_MS).default(30_000).describe('Largest delay between two attempts (at most 1 hour).'),
+    max_duration_s: z
+      .number()
+      .positive()
+      .max(MAX_RETRY_DURATION_S)
+      .default(600)
+      .describe('After this long a record that still fails goes to the dead letters (at most 7 days).'),
   })
   .strict();
 

@@ -1,5 +1,6 @@
 import { relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
+import { HOUR_MS, MINUTE_MS, pathSchema } from '../config/limits.js';
 import { writeFileAtomic } from '../engine/fs-atomic.js';
 import { backoffDelay, waitOrAbort } from '../engine/retry.js';
 import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
@@ -7,7 +8,7 @@ import { serializeRecord } from './serialize.js';
 
 export const fileSinkSchema = z
   .object({
-    path: z.string().min(1).describe('Folder that receives each record at {path}/{key}.'),
+    path: pathSchema().describe('Folder that receives each record at {path}/{key}.'),
     pretty: z.boolean().default(false).describe('Indent the JSON documents.'),
     fsync: z
       .boolean()
@@ -16,8 +17,8 @@ export const fileSinkSchema = z
     concurrency: z.number().int().min(1).max(1024).default(16).describe('Documents written at the same time.'),
     retry: z
       .object({
-        initial_backoff_ms: z.number().int().positive().default(100),
-        max_backoff_ms: z.number().int().positive().default(30_000),
+        initial_backoff_ms: z.number().int().positive().max(MINUTE_MS).default(100).describe('First retry delay (at most 1 minute).'),
+        max_backoff_ms: z.number().int().positive().max(HOUR_MS).default(30_000).describe('Largest delay between two attempts (at most 1 hour).'),
       })
       .strict()
       .default({ initial_backoff_ms: 100, max_backoff_ms: 30_000 })

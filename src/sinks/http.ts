@@ -1,10 +1,13 @@
+import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
 import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
+import { MiB, MINUTE_MS } from '../config/limits.js';
 import { LogferryError } from '../errors.js';
-import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
+import type { ComponentContext, ComponentDefinition, Delivery, PreflightProblem, Sink } from '../engine/types.js';
 import {
   ConcurrencyLimit,
   isRetryableStatus,
@@ -38,18 +41,47 @@ const batchSchema = z
       .number()
       .int()
       .min(1024)
+      .max(64 * MiB)
       .default(1024 * 1024)
-      .describe('Uncompressed bytes per request at most; a single larger record is sent alone.'),
-    timeout_ms: z.number().int().min(1).default(1000).describe('A batch that is not full is sent this long after its first record.'),
+      .describe('Uncompressed bytes per request at most (1 KiB to 64 MiB); a single larger record is sent alone.'),
+    timeout_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(10 * MINUTE_MS)
+      .default(1000)
+      .describe('A batch that is not full is sent this long after its first record (at most 10 minutes).'),
   })
   .strict();
 
+/** RFC 7230 `token`: the characters a header name may have. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * RFC 7230 `field-value`: visible ASCII, space, tab and obs-text. CR, LF and NUL would split the
+ * request; undici refuses them on every attempt, so they must be config errors, not retries.
+ */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** Headers the HTTP client sets from the body and connection itself; undici refuses them from a caller. */
+const RESERVED_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'expect']);
+
+const headerValueSchema = z
+  .string()
+  .regex(HEADER_VALUE, 'must not contain line breaks, NUL or other control characters (a header value is one line of text)');
+
+const headersSchema = z.record(
+  z
+    .string()
+    .regex(HEADER_NAME, 'is not a valid header name: letters, digits and !#$%&\'*+-.^_`|~ only, no spaces or colons')
+    .refine((name) => !RESERVED_HEADERS.has(name.toLowerCase()), 'is set by the HTTP client from the request itself and cannot be configured'),
+  headerValueSchema,
+);
+
 const authSchema = z.discriminatedUnion('strategy', [
-  z.object({ strategy: z.literal('bearer'), token: z.string().min(1).describe('Sent as `Authorization: Bearer <token>`.') }).strict(),
+  z.object({ strategy: z.literal('bearer'), token: headerValueSchema.min(1).describe('Sent as `Authorization: Bearer <token>`.') }).strict(),
   z
     .object({
       strategy: z.literal('basic'),
-      user: z.string().min(1),
+      user: z.string().min(1).regex(/^[^:]*$/, 'must not contain ":" (basic auth joins user and password with it)'),
       password: z.string().describe('Sent with the user as `Authorization: Basic ...`.'),
     })
     .strict(),
@@ -74,7 +106,7 @@ export const httpSinkSchema = z
       .describe('json: one record per request, the document as the body. ndjson: batches, one record a line.'),
     batch: batchSchema.prefault({}),
     compression: z.enum(['none', 'gzip']).default('none').describe('gzip sets Content-Encoding: gzip.'),
-    headers: z.record(z.string(), z.string()).default({}).describe('Extra request headers.'),
+    headers: headersSchema.default({}).describe('Extra request headers: names are RFC 7230 tokens, values one line of text.'),
     secret_headers: z
       .array(z.string().min(1).max(256).regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'expected a header name, optionally ending in *'))
       .max(256)
@@ -88,7 +120,13 @@ export const httpSinkSchema = z
     request: z
       .object({
         concurrency: z.number().int().min(1).max(1024).default(8).describe('Requests in flight at most (and connections per origin).'),
-        timeout_ms: z.number().int().min(1).default(30_000).describe('An answer slower than this is a failed attempt, retried.'),
+        timeout_ms: z
+          .number()
+          .int()
+          .min(1)
+          .max(10 * MINUTE_MS)
+          .default(30_000)
+          .describe('An answer slower than this is a failed attempt, retried (at most 10 minutes).'),
       })
       .strict()
       .prefault({}),
@@ -355,5 +393,72 @@ export const httpSink: ComponentDefinition<'sink', typeof httpSinkSchema> = {
   description: 'Sends records to an HTTP endpoint as JSON documents or NDJSON batches, with retries and backoff.',
   schema: httpSinkSchema,
   secrets: httpSecrets,
+  preflight: (options) => preflightTls(options.tls),
   build: (options, ctx) => new HttpSink(options, ctx),
 };
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/**
+ * The TLS files exist and parse, and the key belongs to the certificate: otherwise every request
+ * would fail its handshake and be retried until retry.max_duration_s, then dead-lettered.
+ */
+export function preflightTls(tls: HttpSinkOptions['tls']): PreflightProblem[] {
+  const problems: PreflightProblem[] = [];
+  const read = (field: 'ca_file' | 'cert_file' | 'key_file'): string | undefined => {
+    const file = tls[field];
+    if (!file) return undefined;
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const reason = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a folder' : (err as Error).message;
+      problems.push({ path: `tls.${field}`, message: `cannot read ${file}: ${reason}` });
+      return undefined;
+    }
+  };
+  const certificates = (field: 'ca_file' | 'cert_file', pem: string | undefined): X509Certificate[] => {
+    if (pem === undefined) return [];
+    const blocks = pem.match(PEM_CERTIFICATE) ?? [];
+    if (blocks.length === 0) {
+      problems.push({ path: `tls.${field}`, message: `${tls[field]} holds no PEM certificate (-----BEGIN CERTIFICATE-----)` });
+      return [];
+    }
+    const parsed: X509Certificate[] = [];
+    blocks.forEach((block, index) => {
+      try {
+        parsed.push(new X509Certificate(block));
+      } catch (err) {
+        problems.push({ path: `tls.${field}`, message: `certificate ${index + 1} of ${tls[field]} does not parse: ${(err as Error).message}` });
+      }
+    });
+    return parsed;
+  };
+  const ca = read('ca_file');
+  const certPem = read('cert_file');
+  const keyPem = read('key_file');
+  certificates('ca_file', ca);
+  const [cert] = certificates('cert_file', certPem);
+  let key: KeyObject | undefined;
+  if (keyPem !== undefined) {
+    try {
+      key = createPrivateKey(keyPem);
+    } catch (err) {
+      problems.push({ path: 'tls.key_file', message: `${tls.key_file} is not an unencrypted PEM private key: ${(err as Error).message}` });
+    }
+  }
+  if (tls.cert_file && !tls.key_file) problems.push({ path: 'tls.cert_file', message: 'a client certificate needs its private key: set key_file too' });
+  if (tls.key_file && !tls.cert_file) problems.push({ path: 'tls.key_file', message: 'a private key needs its client certificate: set cert_file too' });
+  if (cert && key && !cert.checkPrivateKey(key)) {
+    problems.push({ path: 'tls.key_file', message: `${tls.key_file} is not the private key of the certificate in ${tls.cert_file}` });
+  }
+  if (problems.length === 0 && (ca !== undefined || certPem !== undefined)) {
+    // What the connection will do with them, as a last check (it catches what the parsers above let pass).
+    try {
+      createSecureContext({ ca, cert: certPem, key: keyPem });
+    } catch (err) {
+      problems.push({ path: 'tls', message: `the TLS files cannot be used: ${(err as Error).message}` });
+    }
+  }
+  return problems;
+}

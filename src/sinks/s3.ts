@@ -1,4 +1,7 @@
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { setMaxListeners } from 'node:events';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
@@ -6,7 +9,8 @@ import { PutObjectCommand, S3Client, type PutObjectCommandInput, type StorageCla
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { z } from 'zod';
-import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
+import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
+import type { ComponentContext, ComponentDefinition, Delivery, PreflightProblem, Sink } from '../engine/types.js';
 import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { documentBody, preparedGzip } from '../records/body.js';
 import { urlSecrets } from '../engine/secrets.js';
@@ -41,7 +45,7 @@ const STORAGE_CLASSES = [
 
 const s3RetrySchema = retrySchema
   .extend({
-    max_backoff_ms: z.number().int().positive().default(20_000).describe('Largest delay between two attempts.'),
+    max_backoff_ms: z.number().int().positive().max(HOUR_MS).default(20_000).describe('Largest delay between two attempts (at most 1 hour).'),
   })
   .prefault({})
   .describe('Backoff for throttling (503 SlowDown), 5xx, timeouts and connection errors; after max_duration_s the record goes to the dead letters.');
@@ -91,8 +95,9 @@ export const s3SinkSchema = z
       .number()
       .int()
       .min(1)
+      .max(10 * MINUTE_MS)
       .default(30_000)
-      .describe('One request (or one part) that takes longer than this is a failed attempt, retried.'),
+      .describe('One request (or one part) that takes longer than this is a failed attempt, retried (at most 10 minutes).'),
     retry: s3RetrySchema,
   })
   .strict()
@@ -472,5 +477,41 @@ export const s3Sink: ComponentDefinition<'sink', typeof s3SinkSchema> = {
   schema: s3SinkSchema,
   requiresKey: true,
   secrets: s3Secrets,
+  preflight: (_options, env) => preflightCredentials(env),
   build: async (options, ctx) => new S3Sink(options, ctx, options.region ?? (await defaultRegion())),
 };
+
+/**
+ * The credential settings that are certainly wrong. They are warnings, not errors: the SDK goes on
+ * down its chain (the container or instance role), which may still find credentials where it runs.
+ */
+export function preflightCredentials(env: NodeJS.ProcessEnv): PreflightProblem[] {
+  const warnings: PreflightProblem[] = [];
+  const warn = (message: string): void => void warnings.push({ path: '', message, warning: true });
+  if (Boolean(env.AWS_ACCESS_KEY_ID) !== Boolean(env.AWS_SECRET_ACCESS_KEY)) {
+    const set = env.AWS_ACCESS_KEY_ID ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY';
+    warn(`only ${set} is set; the AWS SDK uses the key pair only when AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are both set`);
+  }
+  const home = env.HOME ?? homedir();
+  const files = {
+    credentials: env.AWS_SHARED_CREDENTIALS_FILE || join(home, '.aws', 'credentials'),
+    config: env.AWS_CONFIG_FILE || join(home, '.aws', 'config'),
+  };
+  const sections = new Set<string>();
+  for (const [kind, file] of Object.entries(files)) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      const variable = kind === 'credentials' ? 'AWS_SHARED_CREDENTIALS_FILE' : 'AWS_CONFIG_FILE';
+      if (env[variable]) warn(`${variable} names ${file}, which cannot be read`);
+      continue;
+    }
+    for (const match of text.matchAll(/^\s*\[\s*(?:profile\s+)?([^\]]+?)\s*\]/gm)) sections.add(match[1]!);
+  }
+  const profile = env.AWS_PROFILE;
+  if (profile && !sections.has(profile)) {
+    warn(`AWS_PROFILE is "${profile}", but neither ${files.credentials} nor ${files.config} has that profile`);
+  }
+  return warnings;
+}

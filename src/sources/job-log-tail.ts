@@ -2,15 +2,25 @@ import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
-import { glob } from 'tinyglobby';
+import { statSync } from 'node:fs';
+import { glob, globSync, isDynamicPattern, type GlobOptions } from 'tinyglobby';
 import { z } from 'zod';
+import { HOUR_MS, MiB, MINUTE_MS, pathSchema } from '../config/limits.js';
 import { OffsetTracker } from '../engine/offsets.js';
-import type { ComponentDefinition, Source, SourceContext } from '../engine/types.js';
+import type { ComponentDefinition, PreflightProblem, Source, SourceContext } from '../engine/types.js';
+
+/**
+ * A line becomes one JavaScript string, and V8 strings stop at about 512 Mi characters; 256 MiB
+ * leaves room for the copies parsing makes.
+ */
+const MAX_LINE_BYTES = 256 * MiB;
+/** One Buffer allocated up front; 4 GiB aborted Node (issue 9), and reads above a few MiB gain nothing. */
+const MAX_READ_BUFFER_BYTES = 64 * MiB;
 
 export const jobLogTailSchema = z
   .object({
-    include: z.array(z.string().min(1)).min(1).describe('Glob patterns of NDJSON files to follow; new matches are picked up while running.'),
-    exclude: z.array(z.string().min(1)).default([]).describe('Glob patterns to leave out.'),
+    include: z.array(pathSchema()).min(1).describe('Glob patterns of NDJSON files to follow; new matches are picked up while running.'),
+    exclude: z.array(pathSchema()).default([]).describe('Glob patterns to leave out.'),
     start_at: z
       .enum(['beginning', 'end'])
       .default('beginning')
@@ -19,17 +29,37 @@ export const jobLogTailSchema = z
       .number()
       .int()
       .positive()
+      .max(MAX_LINE_BYTES)
       .default(8 * 1024 * 1024)
-      .describe('Longer lines become dead letters; the lines after them keep flowing.'),
-    poll_interval_ms: z.number().int().positive().default(250).describe('How often a file at its end is checked for new data.'),
-    glob_interval_ms: z.number().int().positive().default(1000).describe('How often the globs are expanded again to find new and rotated files.'),
+      .describe('Longer lines become dead letters; the lines after them keep flowing. At most 256 MiB.'),
+    poll_interval_ms: z
+      .number()
+      .int()
+      .positive()
+      .max(MINUTE_MS)
+      .default(250)
+      .describe('How often a file at its end is checked for new data (at most 1 minute).'),
+    glob_interval_ms: z
+      .number()
+      .int()
+      .positive()
+      .max(10 * MINUTE_MS)
+      .default(1000)
+      .describe('How often the globs are expanded again to find new and rotated files (at most 10 minutes).'),
     rotate_wait_ms: z
       .number()
       .int()
       .nonnegative()
+      .max(HOUR_MS)
       .default(5000)
-      .describe('How long a file that was rotated away is still read after its last growth, for writers that still hold it open.'),
-    read_buffer_bytes: z.number().int().min(4096).default(256 * 1024).describe('Bytes read from a file at a time.'),
+      .describe('How long a file that was rotated away is still read after its last growth, for writers that still hold it open (at most 1 hour).'),
+    read_buffer_bytes: z
+      .number()
+      .int()
+      .min(4096)
+      .max(MAX_READ_BUFFER_BYTES)
+      .default(256 * 1024)
+      .describe('Bytes read from a file at a time (4 KiB to 64 MiB).'),
   })
   .strict();
 
@@ -247,12 +277,7 @@ class JobLogTail implements Source {
   }
 
   private async scan(initial: boolean): Promise<void> {
-    const paths = await glob(this.options.include, {
-      ignore: this.options.exclude,
-      absolute: true,
-      onlyFiles: true,
-      dot: true,
-    });
+    const paths = await glob(this.options.include, globOptions(this.options));
     const seen = new Set<string>();
     for (const path of paths.sort()) {
       let info;
@@ -504,6 +529,59 @@ class JobLogTail implements Source {
   }
 }
 
+/**
+ * `include` names files. A pattern that names a folder does not read the folder (tinyglobby would
+ * expand it to everything below, credentials included), and wildcards skip hidden files and folders
+ * (`.aws/`, `.env`) unless the pattern spells the dot out (`logs/.archive/*.ndjson`). An `exclude`
+ * that names a folder leaves out everything below it.
+ */
+export function globOptions(options: Pick<JobLogTailOptions, 'exclude'>): GlobOptions {
+  return {
+    ignore: options.exclude.flatMap((pattern) => [pattern, `${pattern.replace(/\/+$/, '')}/**`]),
+    absolute: true,
+    onlyFiles: true,
+    dot: false,
+    expandDirectories: false,
+  };
+}
+
+/** A folder in `include` is a config error; a pattern that matches nothing yet is a warning. */
+function preflightInclude(options: JobLogTailOptions): PreflightProblem[] {
+  const problems: PreflightProblem[] = [];
+  options.include.forEach((pattern, index) => {
+    const path = `include[${index}]`;
+    const literal = !isDynamicPattern(pattern);
+    let folder = pattern.endsWith('/');
+    if (!folder && literal) {
+      try {
+        folder = statSync(pattern).isDirectory();
+      } catch {
+        // Missing: reported below as matching nothing.
+      }
+    }
+    if (folder) {
+      const base = pattern.replace(/\/+$/, '');
+      problems.push({ path, message: `"${pattern}" is a folder; include names files, e.g. "${base}/*.ndjson" (hidden files are only read when the pattern names them)` });
+      return;
+    }
+    let matches: string[];
+    try {
+      matches = globSync([pattern], globOptions(options));
+    } catch (err) {
+      problems.push({ path, message: `cannot expand the pattern: ${(err as Error).message}` });
+      return;
+    }
+    if (matches.length === 0) {
+      problems.push({
+        path,
+        warning: true,
+        message: `"${pattern}" matches no file yet (hidden files and folders count only when the pattern names them); files that appear later are picked up`,
+      });
+    }
+  });
+  return problems;
+}
+
 /** The folder part of a glob before its first wildcard: `/var/log/jobs/*.ndjson` -> `/var/log/jobs`. */
 export function staticFolderOf(pattern: string): string {
   const absolute = isAbsolute(pattern) ? pattern : resolve(pattern);
@@ -526,5 +604,6 @@ export const jobLogTailSource: ComponentDefinition<'source', typeof jobLogTailSc
   type: 'job_log_tail',
   description: 'Follows NDJSON files of job records and activity events, like tail -F, with checkpoints.',
   schema: jobLogTailSchema,
+  preflight: (options) => preflightInclude(options),
   build: (options) => new JobLogTail(options),
 };

@@ -11,13 +11,22 @@ import {
   type CompiledKeyTemplates,
 } from '../records/keys.js';
 
+const MAX_NUMERIC_USER_ID = 999_999_999_999_999;
+
+/** The placeholders that tell records apart: a job by its id, an activity event by the digest of its content. */
+const UNIQUE_PART: Record<'job_key' | 'activity_key', readonly string[]> = {
+  job_key: ['job_id', 'formatted_job_id'],
+  activity_key: ['digest'],
+};
+
 const placeholderList = (names: readonly string[]): string => names.map((n) => `{${n}}`).join(', ');
 
 export const pathFormatSchema = z
   .object({
     user_id: z
       .union([
-        z.number().int().positive(),
+        // YAML numbers are doubles: past 2^53 they lose digits, so long ids belong in a string.
+        z.number().int().positive().max(MAX_NUMERIC_USER_ID, 'a user_id above 15 digits must be written as a string of digits ("...")'),
         z.string().regex(/^[0-9]+$/, 'user_id must be a number or a string of digits'),
       ])
       .optional()
@@ -30,14 +39,16 @@ export const pathFormatSchema = z
       .default(JOB_KEY_TEMPLATE)
       .describe(
         `Key template for job records, relative to the sink folder. Placeholders: ${placeholderList(JOB_PLACEHOLDERS)}; ` +
-          'times are the UTC started_at. Jobs whose status is not succeeded, completed or failed are not shipped.',
+          'times are the UTC started_at. It must contain {job_id} or {formatted_job_id}. ' +
+          'Jobs whose status is not succeeded, completed or failed are not shipped.',
       ),
     activity_key: z
       .string()
       .default(ACTIVITY_KEY_TEMPLATE)
       .describe(
         `Key template for activity events, relative to the sink folder. Placeholders: ${placeholderList(ACTIVITY_PLACEHOLDERS)}; ` +
-          'times are the UTC timestamp; {digest} identifies the event as received, so a redelivered event keeps its key.',
+          'times are the UTC timestamp; {digest} identifies the event as received, so a redelivered event keeps its key; ' +
+          'it must contain {digest}.',
       ),
   })
   .strict()
@@ -49,7 +60,20 @@ export const pathFormatSchema = z
     ] as const;
     for (const [field, template, allowed] of templates) {
       const parsed = parseKeyTemplate<string>(template, allowed);
-      if (!parsed.ok) for (const message of parsed.problems) ctx.addIssue({ code: 'custom', path: [field], message });
+      if (!parsed.ok) {
+        for (const message of parsed.problems) ctx.addIssue({ code: 'custom', path: [field], message });
+        continue;
+      }
+      // A key that does not name the record would make every record overwrite the same object.
+      const unique = UNIQUE_PART[field];
+      if (!unique.some((name) => parsed.template.uses.has(name))) {
+        const names = unique.map((n) => `{${n}}`).join(' or ');
+        ctx.addIssue({
+          code: 'custom',
+          path: [field],
+          message: `the key must contain ${names}, so that each ${field === 'job_key' ? 'job' : 'event'} gets its own key; without it every record overwrites the same object`,
+        });
+      }
     }
   });
 

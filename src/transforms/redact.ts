@@ -1,5 +1,5 @@
 import type { ComponentDefinition, LogRecord, Transform } from '../engine/types.js';
-import { createRedactor, redactSchema } from '../records/redaction.js';
+import { createRedactor, hashKeyProblem, redactSchema } from '../records/redaction.js';
 
 export { redactSchema, type RedactOptions } from '../records/redaction.js';
 
@@ -9,6 +9,10 @@ export const redactTransform: ComponentDefinition<'transform', typeof redactSche
   description: 'Masks steps marked mask_data and replaces named fields and patterns (fixed text or keyed hashes).',
   schema: redactSchema,
   appliesMaskData: (options) => options.mask_data,
+  preflight: (options, env) => {
+    const problem = hashKeyProblem(options, env);
+    return problem === undefined ? [] : [{ path: 'hash_key_env', message: problem }];
+  },
   build: (options, ctx): Transform => {
     // Built here so a missing hash key fails the start-up, not the first record.
     const redact = createRedactor(options);

@@ -46,7 +46,8 @@ describe('pipeline config', () => {
     const source = config.sources[0]!.options as { start_at: string; max_line_bytes: number };
     expect(source.start_at).toBe('beginning');
     expect(source.max_line_bytes).toBe(8 * 1024 * 1024);
-    expect(config.warnings).toEqual([]);
+    // The include glob matches no file in this test's working directory: that is the only warning.
+    expect(config.warnings.map((w) => w.message)).toEqual([expect.stringContaining('matches no file yet')]);
   });
 
   it('reads the pool settings, with auto defaults and errors at their line', async () => {
@@ -160,9 +161,10 @@ transforms:
 sinks:
   archive: { type: file, inputs: [keyed], path: ./out }
 `);
-    expect(config.warnings[0]!.message).toContain('mask_data');
+    const unmasked = (warnings: readonly ConfigProblem[]): ConfigProblem[] => warnings.filter((w) => w.message.includes('mask_data'));
+    expect(unmasked(config.warnings)).toHaveLength(1);
     const optedOut = await load(MINIMAL.replace('type: redact,', 'type: redact, mask_data: false,'));
-    expect(optedOut.warnings).toHaveLength(1);
+    expect(unmasked(optedOut.warnings)).toHaveLength(1);
   });
 
   it('rejects YAML syntax errors, duplicate keys, duplicate ids and unsafe ids with positions', async () => {
