@@ -183,7 +183,14 @@ class JobLogTail implements Source {
         for (const file of [...this.files.values()]) {
           if (ctx.signal.aborted) break;
           if (this.waitsForPredecessor(file)) continue;
-          if (await this.readAvailable(file)) progressed = true;
+          try {
+            if (await this.readAvailable(file)) progressed = true;
+            ctx.inputReadable(file.path);
+          } catch (err) {
+            // Tried again on the next turn; --once ends when nothing else progresses (then exits 74).
+            if (ctx.signal.aborted) throw err;
+            ctx.inputUnreadable(file.path, err);
+          }
         }
         await this.releaseFinished();
         if (ctx.once && !progressed) {
@@ -296,9 +303,11 @@ class JobLogTail implements Source {
     try {
       handle = await open(path, 'r');
     } catch (err) {
-      this.ctx.log.warn('cannot open file; it will be tried again at the next scan', { path, error: err });
+      // Logged once by the engine; tried again at the next scan; `run --once` exits 74.
+      this.ctx.inputUnreadable(path, err);
       return undefined;
     }
+    this.ctx.inputReadable(path);
     const current = await fingerprintOf(handle, size);
     let start = initial && this.options.start_at === 'end' ? size : 0;
     const saved = this.restored.find((c) => c.dev === dev && c.ino === ino);
