@@ -112,6 +112,9 @@ export class DeadLetterWriter {
           await this.append(batch);
         } catch (err) {
           this.noteFailure(err);
+          // Cut off what the batch wrote in part now, so the file never keeps a torn entry while
+          // blocked (if this fails too, the next attempt cuts it first).
+          await this.cutBack();
           if (!(await this.backoff(attempt++))) break;
           continue;
         }
@@ -135,6 +138,16 @@ export class DeadLetterWriter {
       n++;
     }
     return this.pending.slice(0, n);
+  }
+
+  private async cutBack(): Promise<void> {
+    if (!this.dirty || !this.handle) return;
+    try {
+      await this.handle.truncate(this.goodLength);
+      this.dirty = false;
+    } catch {
+      // Retried before the next append.
+    }
   }
 
   private async append(batch: PendingEntry[]): Promise<void> {

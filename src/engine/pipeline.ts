@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
 import { LogferryError, transformFailure } from '../errors.js';
@@ -139,6 +140,8 @@ export class Pipeline {
     private readonly config: PipelineConfig,
     private readonly options: PipelineOptions,
   ) {
+    // Every record waiting out a retry backoff listens on these signals (sink concurrency, blocked dead letters).
+    setMaxListeners(0, this.sourceAbort.signal, this.componentAbort.signal);
     this.metrics = options.metrics ?? new Metrics();
     this.log = options.log;
     this.budget = new ByteBudget(config.bufferMaxBytes);

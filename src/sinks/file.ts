@@ -100,7 +100,8 @@ class FileSink implements Sink {
 
   /** One warning when writes start failing (ENOSPC, EACCES, EMFILE...), not one per document and attempt. */
   private failed(path: string, code: string, err: unknown): void {
-    const error = `${code}: ${(err as Error).message}`;
+    const message = (err as Error).message;
+    const error = message.startsWith(code) ? message : `${code}: ${message}`;
     if (this.failing) {
       this.failing.retried++;
       this.failing.error = error;

@@ -1,0 +1,236 @@
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { DeadLetterEntry } from '../../src/engine/dead-letters.js';
+import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, startCli, waitFor, writePipeline } from '../helpers/cli.js';
+import { SmallFs } from '../helpers/small-fs.js';
+
+/**
+ * Finding 2 of issue 9: with 4 KiB free for dead_letter/, 100 bad lines were reported as 100 dead
+ * letters while the file held 6 and a torn line, and the checkpoint moved past all of them. These
+ * tests fill a real file system (a small tmpfs mounted for the test) and run the real CLI.
+ */
+
+const cleanup: string[] = [];
+const mounts: SmallFs[] = [];
+afterEach(async () => {
+  SmallFs.unmountAll(mounts);
+  await removeAll(cleanup);
+});
+
+beforeAll(() => {
+  const can = SmallFs.canMount();
+  // Never skip silently: without a full file system these tests prove nothing.
+  if (!can.ok) throw new Error(can.why);
+  console.info('full-disk tests: method = small tmpfs mounts (mount -t tmpfs -o size=64k), filled with a filler file');
+});
+
+/** The byte offset where each line starts, and the file's length. */
+function lineStarts(text: string): { starts: number[]; length: number } {
+  const starts: number[] = [];
+  let at = 0;
+  for (const line of text.split('\n')) {
+    if (line === '' && at === Buffer.byteLength(text)) break;
+    starts.push(at);
+    at += Buffer.byteLength(line) + 1;
+  }
+  return { starts, length: Buffer.byteLength(text) };
+}
+
+async function savedOffset(dataDir: string): Promise<number | undefined> {
+  try {
+    const saved = JSON.parse(await readFile(join(dataDir, 'checkpoints', 'jobs.json'), 'utf8')) as { files: { offset: number }[] };
+    return saved.files[0]?.offset;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Complete dead-letter entries, and whether the file ends in the middle of a line. */
+async function deadLetterFile(dataDir: string): Promise<{ entries: DeadLetterEntry[]; torn: boolean }> {
+  let text: string;
+  try {
+    text = await readFile(join(dataDir, 'dead_letter', 'dead-letters.ndjson'), 'utf8');
+  } catch {
+    return { entries: [], torn: false };
+  }
+  const lines = text.split('\n');
+  const tail = lines.pop();
+  return { entries: lines.map((l) => JSON.parse(l) as DeadLetterEntry), torn: tail !== '' };
+}
+
+function count(haystack: string, needle: string): number {
+  return haystack.split(needle).length - 1;
+}
+
+describe('full disk', () => {
+  it('holds the position while dead letters cannot be written, then writes every one exactly once when space is freed', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const dataDir = join(dir, 'data');
+    await mkdir(logs);
+    // Lines that are not JSON: each is a dead letter. Distinct, so each entry can be matched to its line.
+    const lines = Array.from({ length: 100 }, (_, i) => `not json ${String(i).padStart(3, '0')} ${'x'.repeat(200)}`);
+    const input = lines.join('\n') + '\n';
+    await writeFile(join(logs, 'jobs.ndjson'), input);
+    const { starts, length } = lineStarts(input);
+    const disk = await SmallFs.mount(join(dataDir, 'dead_letter'), 64 * 1024, mounts);
+    await disk.fillLeaving(4096);
+    const config = await writePipeline(dir, standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out: join(dir, 'out') }));
+
+    const run = startCli(['run', '-c', config, '--once'], { cwd: dir });
+    try {
+      await waitFor(() => run.stderr().includes('LF_DEAD_LETTER_BLOCKED'), 20_000, 'the blocked warning');
+      // While blocked: the checkpoint never passes the first line whose dead letter is not on disk
+      // (read the checkpoint first: the dead letters can only grow after it).
+      let stableRounds = 0;
+      let lastWritten = -1;
+      await waitFor(
+        async () => {
+          const offset = await savedOffset(dataDir);
+          const { entries, torn } = await deadLetterFile(dataDir);
+          expect(torn, 'a torn entry in the dead-letter file while blocked').toBe(false);
+          const written = entries.length;
+          expect(written).toBeLessThan(100);
+          if (offset !== undefined) expect(offset).toBeLessThanOrEqual(starts[written]!);
+          stableRounds = written === lastWritten && (offset ?? 0) === starts[written] ? stableRounds + 1 : 0;
+          lastWritten = written;
+          return stableRounds >= 5;
+        },
+        20_000,
+        'the checkpoint to settle at the first unwritten dead letter',
+      );
+      expect(run.child.exitCode, 'the run must hold, not exit').toBeNull();
+      const during = await deadLetterFile(dataDir);
+      expect(during.entries.map((e) => e.offset)).toEqual(starts.slice(0, during.entries.length));
+
+      await disk.removeFiller();
+      const result = await run.exited;
+      expect(result.code, result.stderr).toBe(0);
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+    const stderr = run.stderr();
+    // One line per state change, not one per record.
+    expect(count(stderr, 'cannot write dead letters')).toBe(1);
+    expect(count(stderr, 'dead letters are written again')).toBe(1);
+
+    const { entries, torn } = await deadLetterFile(dataDir);
+    expect(torn).toBe(false);
+    expect(entries.map((e) => e.offset)).toEqual(starts);
+    expect(new Set(entries.map((e) => e.offset)).size).toBe(100);
+    expect(await savedOffset(dataDir)).toBe(length);
+    const listed = await runCli(['dead-letter', 'list', '-c', config], { cwd: dir });
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain('100 dead letters');
+  });
+
+  it('repairs a torn dead-letter tail left by a process killed in the middle of an append', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const dataDir = join(dir, 'data');
+    await mkdir(logs);
+    const log = join(logs, 'jobs.ndjson');
+    await writeFile(log, 'bad one\nbad two\n' + JSON.stringify(makeJob(8_100_001)) + '\n');
+    const config = await writePipeline(dir, standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out: join(dir, 'out') }));
+    const first = await runCli(['run', '-c', config, '--once'], { cwd: dir });
+    expect(first.code, first.stderr).toBe(0);
+
+    // A third bad line arrives; the process appending its dead letter is killed halfway through the
+    // write, before the checkpoint moved past the line. That leaves half an entry at the end.
+    await appendFile(log, 'bad three\n');
+    const deadLetters = join(dataDir, 'dead_letter', 'dead-letters.ndjson');
+    const fragment = '{"time":"2026-11-23T04:00:00.000Z","code":"LF_RECORD_BAD_JSON","reason":"Unexp';
+    await appendFile(deadLetters, fragment);
+    // Readers skip the fragment meanwhile.
+    const before = await runCli(['dead-letter', 'list', '-c', config, '--json'], { cwd: dir });
+    expect(before.stdout.trim().split('\n')).toHaveLength(2);
+
+    const second = await runCli(['run', '-c', config, '--once'], { cwd: dir });
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).toContain('cut off a torn last dead letter');
+    const text = await readFile(deadLetters, 'utf8');
+    expect(text).not.toContain(fragment);
+    expect(text.endsWith('\n')).toBe(true);
+    const entries = text.trim().split('\n').map((l) => JSON.parse(l) as DeadLetterEntry);
+    expect(entries.map((e) => e.offset)).toEqual([0, 8, (await readFile(log, 'utf8')).indexOf('bad three')]);
+  });
+
+  it('keeps checkpoints in memory and retries when they cannot be saved; --once exits 74 if the last save never worked', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const dataDir = join(dir, 'data');
+    const out = join(dir, 'out');
+    await mkdir(logs);
+    const log = join(logs, 'jobs.ndjson');
+    const jobs = Array.from({ length: 20 }, (_, i) => JSON.stringify(makeJob(8_200_001 + i))).join('\n') + '\n';
+    await writeFile(log, jobs);
+    const disk = await SmallFs.mount(join(dataDir, 'checkpoints'), 64 * 1024, mounts);
+    await disk.fillLeaving(0);
+    const config = await writePipeline(dir, standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out }));
+
+    const once = await runCli(['run', '-c', config, '--once'], { cwd: dir });
+    expect(once.code, once.stderr).toBe(74);
+    // Everything that could be done was done: every job delivered.
+    for (let i = 0; i < 20; i++) expect(JSON.parse(await readFile(join(out, jobKey(8_200_001 + i)), 'utf8')).id).toBe(8_200_001 + i);
+    const lastLine = once.stderr.trim().split('\n').at(-1)!;
+    expect(lastLine).toContain('exit 74');
+    expect(lastLine).toContain('LF_CHECKPOINT_FAILED');
+    expect(lastLine).toContain('checkpoint of source jobs could not be saved');
+    expect(count(once.stderr, 'cannot save the checkpoint')).toBe(1);
+    expect(await savedOffset(dataDir)).toBeUndefined();
+
+    // Follow mode: the save is retried, and works once there is space again.
+    const run = startCli(['run', '-c', config], { cwd: dir });
+    try {
+      await waitFor(() => run.stderr().includes('cannot save the checkpoint'), 20_000, 'the checkpoint warning');
+      await disk.removeFiller();
+      await waitFor(async () => (await savedOffset(dataDir)) === Buffer.byteLength(jobs), 20_000, 'the checkpoint at the end of the input');
+      await waitFor(() => run.stderr().includes('checkpoint saved again'), 5_000, 'the recovery line');
+      run.child.kill('SIGTERM');
+      const result = await run.exited;
+      expect(result.code, result.stderr).toBe(0);
+      expect(count(result.stderr, 'cannot save the checkpoint')).toBe(1);
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  });
+
+  it('file sink: a write that does not fit is retried, never acknowledged, and completes when space is freed', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const dataDir = join(dir, 'data');
+    const out = join(dir, 'out');
+    await mkdir(logs);
+    const ids = Array.from({ length: 10 }, (_, i) => 8_300_001 + i);
+    // Documents of ~6 KiB each: a handful fill the disk.
+    const jobs = ids.map((id) => JSON.stringify(makeJob(id, { title: 't'.repeat(6000) }))).join('\n') + '\n';
+    await writeFile(join(logs, 'jobs.ndjson'), jobs);
+    // Room for every document (two pages each) once the filler is gone.
+    const disk = await SmallFs.mount(out, 256 * 1024, mounts);
+    await disk.fillLeaving(0);
+    // A short backoff cap so the retry after the space is freed comes soon.
+    const sinks = `  archive:\n    type: file\n    inputs: [keyed]\n    path: ${JSON.stringify(out)}\n    retry: {initial_backoff_ms: 50, max_backoff_ms: 500}\n`;
+    const config = await writePipeline(dir, standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out, sinks }));
+
+    const run = startCli(['run', '-c', config, '--once'], { cwd: dir });
+    try {
+      await waitFor(() => run.stderr().includes('cannot write documents'), 20_000, 'the sink warning');
+      // Nothing acknowledged: the checkpoint stays at the start. Give it a few checkpoint intervals.
+      for (let i = 0; i < 5; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        expect((await savedOffset(dataDir)) ?? 0).toBe(0);
+      }
+      expect(run.child.exitCode).toBeNull();
+      await disk.removeFiller();
+      const result = await run.exited;
+      expect(result.code, result.stderr).toBe(0);
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+    expect(count(run.stderr(), 'cannot write documents')).toBe(1);
+    expect(run.stderr()).toContain('documents are written again');
+    for (const id of ids) expect((JSON.parse(await readFile(join(out, jobKey(id)), 'utf8')) as { title: string }).title).toHaveLength(6000);
+    expect(await savedOffset(dataDir)).toBe(Buffer.byteLength(jobs));
+  });
+});
