@@ -1,4 +1,4 @@
-import { readFileSync, statfsSync, statSync, unlinkSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync, statSync, unlinkSync, realpathSync } from 'node:fs';
 import { link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
@@ -223,7 +223,8 @@ export async function acquireDataDirLock(dataDir: string, log: Logger): Promise<
   try {
     await mkdir(dataDir, { recursive: true });
   } catch (err) {
-    throw invalid(`data_dir ${dataDir} cannot be created (${errorText(err)}); create it, or point data_dir at a writable folder`, err);
+    const real = await mkdirError(dataDir, err);
+    throw invalid(`data_dir ${dataDir} cannot be created (${errorText(real)}); create it, or point data_dir at a writable folder`, real);
   }
   const path = join(dataDir, LOCK_FILE);
   const me = currentOwner();
@@ -272,6 +273,26 @@ export async function acquireDataDirLock(dataDir: string, log: Logger): Promise<
     }
   }
   throw new LogferryError('LF_DATA_DIR_LOCKED', `could not take the data_dir lock ${path}: other processes kept changing it; is another logferry starting on ${dataDir}?`);
+}
+
+/**
+ * The error of the first folder level that cannot be created: a recursive mkdir reports ENOENT on
+ * a read-only file system, which would send the operator looking for the wrong problem.
+ */
+async function mkdirError(dataDir: string, fallback: unknown): Promise<unknown> {
+  const missing: string[] = [];
+  for (let dir = resolve(dataDir); !existsSync(dir); dir = dirname(dir)) {
+    missing.unshift(dir);
+    if (dirname(dir) === dir) break;
+  }
+  for (const dir of missing) {
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      return err;
+    }
+  }
+  return fallback;
 }
 
 /** Creates the lock with its full content in one step; returns its inode, or undefined when it exists. */
