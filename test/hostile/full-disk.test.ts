@@ -2,7 +2,7 @@ import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DeadLetterEntry } from '../../src/engine/dead-letters.js';
-import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, startCli, waitFor, writePipeline } from '../helpers/cli.js';
+import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, startCli as startCliRaw, waitFor, writePipeline, type Running } from '../helpers/cli.js';
 import { SmallFs } from '../helpers/small-fs.js';
 
 /**
@@ -13,7 +13,10 @@ import { SmallFs } from '../helpers/small-fs.js';
 
 const cleanup: string[] = [];
 const mounts: SmallFs[] = [];
+const children: Running[] = [];
 afterEach(async () => {
+  // Also after a timeout, which skips the test's own finally.
+  for (const c of children.splice(0)) c.child.kill('SIGKILL');
   SmallFs.unmountAll(mounts);
   await removeAll(cleanup);
 });
@@ -57,6 +60,12 @@ async function deadLetterFile(dataDir: string): Promise<{ entries: DeadLetterEnt
   const lines = text.split('\n');
   const tail = lines.pop();
   return { entries: lines.map((l) => JSON.parse(l) as DeadLetterEntry), torn: tail !== '' };
+}
+
+function startCli(args: string[], options: { cwd: string }): Running {
+  const running = startCliRaw(args, options);
+  children.push(running);
+  return running;
 }
 
 function count(haystack: string, needle: string): number {
@@ -123,6 +132,49 @@ describe('full disk', () => {
     const listed = await runCli(['dead-letter', 'list', '-c', config], { cwd: dir });
     expect(listed.code).toBe(0);
     expect(listed.stdout).toContain('100 dead letters');
+  });
+
+  it('a stop while dead letters are blocked leaves their records unacknowledged; the restart writes each one exactly once', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const dataDir = join(dir, 'data');
+    await mkdir(logs);
+    const lines = Array.from({ length: 60 }, (_, i) => `not json ${String(i).padStart(3, '0')} ${'y'.repeat(200)}`);
+    // Lines over max_line_bytes are dead-lettered by the source itself, which waits for the write:
+    // a stop must not wait for the disk either.
+    lines[30] = 'z'.repeat(5000);
+    lines[31] = 'z'.repeat(5000);
+    const input = lines.join('\n') + '\n';
+    await writeFile(join(logs, 'jobs.ndjson'), input);
+    const { starts, length } = lineStarts(input);
+    const disk = await SmallFs.mount(join(dataDir, 'dead_letter'), 64 * 1024, mounts);
+    await disk.fillLeaving(4096);
+    const yaml = standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out: join(dir, 'out') }).replace('shutdown_timeout: 20s', 'shutdown_timeout: 1s')
+      .replace('rotate_wait_ms: 300', 'rotate_wait_ms: 300\n    max_line_bytes: 4096');
+    const config = await writePipeline(dir, yaml);
+
+    const run = startCli(['run', '-c', config], { cwd: dir });
+    try {
+      await waitFor(() => run.stderr().includes('LF_DEAD_LETTER_BLOCKED'), 20_000, 'the blocked warning');
+      run.child.kill('SIGTERM');
+      const stopped = await run.exited;
+      expect(stopped.code, stopped.stderr).toBe(0);
+      expect(stopped.stderr).toContain('shutdown_timeout ran out');
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+    const { entries: before, torn } = await deadLetterFile(dataDir);
+    expect(torn).toBe(false);
+    expect(before.length).toBeLessThan(60);
+    // The checkpoint stops exactly at the first line whose dead letter is not on disk.
+    expect((await savedOffset(dataDir)) ?? 0).toBe(starts[before.length]);
+
+    await disk.removeFiller();
+    const again = await runCli(['run', '-c', config, '--once'], { cwd: dir });
+    expect(again.code, again.stderr).toBe(0);
+    const { entries } = await deadLetterFile(dataDir);
+    expect(entries.map((e) => e.offset)).toEqual(starts);
+    expect(await savedOffset(dataDir)).toBe(length);
   });
 
   it('repairs a torn dead-letter tail left by a process killed in the middle of an append', async () => {
