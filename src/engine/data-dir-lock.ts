@@ -50,7 +50,8 @@ const PSEUDO_FS_TYPES = new Map<number, string>([
 const TAKEOVER_STALE_MS = 10_000;
 /** An unreadable lock file younger than this may still be being written (non-link fallback). */
 const GARBAGE_GRACE_MS = 5_000;
-const MAX_ROUNDS = 200;
+/** How long to keep trying while other processes change the lock (a takeover guard may need TAKEOVER_STALE_MS to expire). */
+const CONTENTION_LIMIT_MS = 3 * TAKEOVER_STALE_MS;
 
 export interface LockOwner {
   pid: number;
@@ -229,7 +230,7 @@ export async function acquireDataDirLock(dataDir: string, log: Logger): Promise<
   const path = join(dataDir, LOCK_FILE);
   const me = currentOwner();
   const text = JSON.stringify(me) + '\n';
-  for (let round = 0; round < MAX_ROUNDS; round++) {
+  for (const deadline = Date.now() + CONTENTION_LIMIT_MS; Date.now() < deadline; ) {
     const ino = await createExclusive(path, text, dataDir);
     if (ino !== undefined) return new DataDirLock(path, me, ino);
 
