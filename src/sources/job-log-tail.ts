@@ -277,7 +277,11 @@ class JobLogTail implements Source {
           known.path = path;
         }
         known.rotated = false;
-        await this.checkTruncatedByContent(known);
+        try {
+          await this.checkTruncatedByContent(known);
+        } catch (err) {
+          this.ctx.inputUnreadable(path, err);
+        }
         continue;
       }
       const file = await this.openFile(path, info.dev, info.ino, info.size, initial);
@@ -299,16 +303,18 @@ class JobLogTail implements Source {
   }
 
   private async openFile(path: string, dev: number, ino: number, size: number, initial: boolean): Promise<TailedFile | undefined> {
-    let handle: FileHandle;
+    let handle: FileHandle | undefined;
+    let current: { fingerprint: string; bytes: number };
     try {
       handle = await open(path, 'r');
+      current = await fingerprintOf(handle, size);
     } catch (err) {
+      await handle?.close().catch(() => {});
       // Logged once by the engine; tried again at the next scan; `run --once` exits 74.
       this.ctx.inputUnreadable(path, err);
       return undefined;
     }
     this.ctx.inputReadable(path);
-    const current = await fingerprintOf(handle, size);
     let start = initial && this.options.start_at === 'end' ? size : 0;
     const saved = this.restored.find((c) => c.dev === dev && c.ino === ino);
     if (saved) {

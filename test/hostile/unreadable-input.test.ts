@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLI, jobKey, makeJob, removeAll, scratch, standardPipeline, waitFor, writePipeline, type CliResult } from '../helpers/cli.js';
@@ -69,6 +69,30 @@ describe('unreadable input', () => {
     expect(lastLine).toContain(`cannot read ${unreadable}`);
     expect(lastLine).toContain('EACCES');
     expect(lastLine).toContain('LF_INPUT_UNREADABLE');
+  });
+
+  it('an input whose read(2) fails (not its open) is reported the same way', async () => {
+    // sysfs files have a size of 4096 and may fail on read: the loopback interface has no link
+    // speed, so reading /sys/class/net/lo/speed gives EINVAL, for root too. A symlink in the logs
+    // folder makes the glob match it.
+    const failing = '/sys/class/net/lo/speed';
+    let probe: string;
+    try {
+      probe = (await readFile(failing, 'utf8')).trim();
+    } catch (err) {
+      probe = (err as NodeJS.ErrnoException).code ?? 'error';
+    }
+    // Never skip silently: if this kernel reads it, the test cannot show a read error.
+    expect(probe, `${failing} must fail to read for this test`).toBe('EINVAL');
+    const { dir, out, config, unreadable, readableIds } = await setup();
+    await rm(unreadable);
+    await symlink(failing, unreadable);
+    const result = await startUnprivileged(['run', '-c', config, '--once'], dir).exited;
+    expect(result.code, result.stderr).toBe(74);
+    for (const id of readableIds) expect(existsSync(join(out, jobKey(id))), `job ${id}`).toBe(true);
+    const lastLine = result.stderr.trim().split('\n').at(-1)!;
+    expect(lastLine).toContain(`cannot read ${unreadable}`);
+    expect(lastLine).toContain('EINVAL');
   });
 
   it('in follow mode the input is tried again at each scan, logged once, and read once it is readable', async () => {
