@@ -302,8 +302,9 @@ async function createExclusive(path: string, text: string, dataDir: string): Pro
   try {
     const handle = await open(temp, 'wx');
     try {
+      // No fsync: after a power loss a lock that lost its content is judged by its age, like any
+      // unreadable lock, and its owner is gone anyway.
       await writeFully(handle, text);
-      await handle.sync();
     } finally {
       await handle.close();
     }
@@ -335,7 +336,6 @@ async function createWithoutLink(path: string, text: string): Promise<number | u
   }
   try {
     await writeFully(handle, text);
-    await handle.sync();
     return (await handle.stat()).ino;
   } catch (err) {
     await unlink(path).catch(() => {});
