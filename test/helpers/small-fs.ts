@@ -71,3 +71,70 @@ export class SmallFs {
     for (const fs of list.splice(0).reverse()) fs.unmount();
   }
 }
+
+/**
+ * How the full-disk tests make writes fail for lack of room. `tmpfs`: a small tmpfs mounted for the
+ * test and filled with a filler file (needs root or CAP_SYS_ADMIN); room is made by removing the
+ * filler. `rlimit`: the CLI is started under `prlimit --fsize=N` (RLIMIT_FSIZE, which any user can
+ * set): a write past N bytes of a file is cut short and the next fails with EFBIG, as a full disk
+ * cuts it short with ENOSPC; room is made by lifting the running process's limit. The tmpfs is
+ * preferred; LOGFERRY_TEST_FULL_DISK=tmpfs|rlimit forces one.
+ */
+export type FullDiskMethod = 'tmpfs' | 'rlimit';
+
+export function fullDiskMethod(): { method: FullDiskMethod; why: string } {
+  const forced = process.env.LOGFERRY_TEST_FULL_DISK;
+  const hasPrlimit = (): boolean => {
+    try {
+      execFileSync('prlimit', ['--version'], { stdio: 'pipe' });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (forced === 'rlimit' || forced === 'tmpfs') {
+    return { method: forced, why: `LOGFERRY_TEST_FULL_DISK=${forced}` };
+  }
+  const can = SmallFs.canMount();
+  if (can.ok) return { method: 'tmpfs', why: 'a small tmpfs mounted for each test, filled with a filler file' };
+  // Never skip silently: without a full disk these tests prove nothing.
+  if (!hasPrlimit()) throw new Error(`${can.why}, and prlimit is not installed for the RLIMIT_FSIZE fallback`);
+  return { method: 'rlimit', why: `${can.why}; using RLIMIT_FSIZE (prlimit --fsize) on the CLI instead` };
+}
+
+/** A folder where the CLI's writes do not fit, and a way to make room while it runs. */
+export interface Squeeze {
+  readonly dir: string;
+  /** The command that starts `node CLI args` under the limit. */
+  command(node: string, args: string[]): { command: string; args: string[] };
+  /** Makes room: removes the filler, or lifts the file-size limit of the running CLI `pid`. */
+  makeRoom(pid: number | undefined): Promise<void>;
+}
+
+export async function squeeze(
+  method: FullDiskMethod,
+  dir: string,
+  options: { tmpfsBytes: number; tmpfsLeave: number; fileSizeLimit: number },
+  mounts: SmallFs[],
+): Promise<Squeeze> {
+  if (method === 'tmpfs') {
+    const fs = await SmallFs.mount(dir, options.tmpfsBytes, mounts);
+    await fs.fillLeaving(options.tmpfsLeave);
+    return {
+      dir,
+      command: (node, args) => ({ command: node, args }),
+      makeRoom: () => fs.removeFiller(),
+    };
+  }
+  await mkdir(dir, { recursive: true });
+  return {
+    dir,
+    // Only the soft limit: an unprivileged process may raise it back up to the (unlimited) hard one.
+    command: (node, args) => ({ command: 'prlimit', args: [`--fsize=${options.fileSizeLimit}:unlimited`, node, ...args] }),
+    makeRoom: (pid) => {
+      if (pid === undefined) return Promise.resolve();
+      execFileSync('prlimit', ['--pid', String(pid), '--fsize=unlimited:unlimited'], { stdio: 'pipe' });
+      return Promise.resolve();
+    },
+  };
+}

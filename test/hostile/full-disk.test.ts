@@ -1,14 +1,16 @@
+import { spawn } from 'node:child_process';
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { DeadLetterEntry } from '../../src/engine/dead-letters.js';
-import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, startCli as startCliRaw, waitFor, writePipeline, type Running } from '../helpers/cli.js';
-import { SmallFs } from '../helpers/small-fs.js';
+import { CLI, jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, waitFor, writePipeline, type CliResult, type Running } from '../helpers/cli.js';
+import { fullDiskMethod, SmallFs, squeeze, type FullDiskMethod, type Squeeze } from '../helpers/small-fs.js';
 
 /**
  * Finding 2 of issue 9: with 4 KiB free for dead_letter/, 100 bad lines were reported as 100 dead
  * letters while the file held 6 and a torn line, and the checkpoint moved past all of them. These
- * tests fill a real file system (a small tmpfs mounted for the test) and run the real CLI.
+ * tests fill a real file system (a small tmpfs mounted for the test; where mounting is not
+ * permitted, RLIMIT_FSIZE on the CLI instead, see helpers/small-fs.ts) and run the real CLI.
  */
 
 const cleanup: string[] = [];
@@ -21,11 +23,12 @@ afterEach(async () => {
   await removeAll(cleanup);
 });
 
+let method: FullDiskMethod;
 beforeAll(() => {
-  const can = SmallFs.canMount();
-  // Never skip silently: without a full file system these tests prove nothing.
-  if (!can.ok) throw new Error(can.why);
-  console.info('full-disk tests: method = small tmpfs mounts (mount -t tmpfs -o size=64k), filled with a filler file');
+  // Throws (never skips) when neither a tmpfs nor RLIMIT_FSIZE is available.
+  const chosen = fullDiskMethod();
+  method = chosen.method;
+  console.info(`full-disk tests: method = ${chosen.method}: ${chosen.why}`);
 });
 
 /** The byte offset where each line starts, and the file's length. */
@@ -62,8 +65,16 @@ async function deadLetterFile(dataDir: string): Promise<{ entries: DeadLetterEnt
   return { entries: lines.map((l) => JSON.parse(l) as DeadLetterEntry), torn: tail !== '' };
 }
 
-function startCli(args: string[], options: { cwd: string }): Running {
-  const running = startCliRaw(args, options);
+/** Starts the CLI under the squeeze's limit (no limit without one). */
+function startCli(args: string[], options: { cwd: string }, limit?: Squeeze): Running {
+  const { command, args: argv } = limit ? limit.command(process.execPath, [CLI, ...args]) : { command: process.execPath, args: [CLI, ...args] };
+  const child = spawn(command, argv, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<CliResult>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  const running: Running = { child, stdout: () => stdout, stderr: () => stderr, exited };
   children.push(running);
   return running;
 }
@@ -83,11 +94,10 @@ describe('full disk', () => {
     const input = lines.join('\n') + '\n';
     await writeFile(join(logs, 'jobs.ndjson'), input);
     const { starts, length } = lineStarts(input);
-    const disk = await SmallFs.mount(join(dataDir, 'dead_letter'), 64 * 1024, mounts);
-    await disk.fillLeaving(4096);
+    const disk = await squeeze(method, join(dataDir, 'dead_letter'), { tmpfsBytes: 64 * 1024, tmpfsLeave: 4096, fileSizeLimit: 4096 }, mounts);
     const config = await writePipeline(dir, standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out: join(dir, 'out') }));
 
-    const run = startCli(['run', '-c', config, '--once'], { cwd: dir });
+    const run = startCli(['run', '-c', config, '--once'], { cwd: dir }, disk);
     try {
       await waitFor(() => run.stderr().includes('LF_DEAD_LETTER_BLOCKED'), 20_000, 'the blocked warning');
       // While blocked: the checkpoint never passes the first line whose dead letter is not on disk
@@ -113,7 +123,7 @@ describe('full disk', () => {
       const during = await deadLetterFile(dataDir);
       expect(during.entries.map((e) => e.offset)).toEqual(starts.slice(0, during.entries.length));
 
-      await disk.removeFiller();
+      await disk.makeRoom(run.child.pid);
       const result = await run.exited;
       expect(result.code, result.stderr).toBe(0);
     } finally {
@@ -147,13 +157,12 @@ describe('full disk', () => {
     const input = lines.join('\n') + '\n';
     await writeFile(join(logs, 'jobs.ndjson'), input);
     const { starts, length } = lineStarts(input);
-    const disk = await SmallFs.mount(join(dataDir, 'dead_letter'), 64 * 1024, mounts);
-    await disk.fillLeaving(4096);
+    const disk = await squeeze(method, join(dataDir, 'dead_letter'), { tmpfsBytes: 64 * 1024, tmpfsLeave: 4096, fileSizeLimit: 4096 }, mounts);
     const yaml = standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out: join(dir, 'out') }).replace('shutdown_timeout: 20s', 'shutdown_timeout: 1s')
       .replace('rotate_wait_ms: 300', 'rotate_wait_ms: 300\n    max_line_bytes: 4096');
     const config = await writePipeline(dir, yaml);
 
-    const run = startCli(['run', '-c', config], { cwd: dir });
+    const run = startCli(['run', '-c', config], { cwd: dir }, disk);
     try {
       await waitFor(() => run.stderr().includes('LF_DEAD_LETTER_BLOCKED'), 20_000, 'the blocked warning');
       run.child.kill('SIGTERM');
@@ -169,7 +178,8 @@ describe('full disk', () => {
     // The checkpoint stops exactly at the first line whose dead letter is not on disk.
     expect((await savedOffset(dataDir)) ?? 0).toBe(starts[before.length]);
 
-    await disk.removeFiller();
+    // The restart runs without the limit.
+    await disk.makeRoom(undefined);
     const again = await runCli(['run', '-c', config, '--once'], { cwd: dir });
     expect(again.code, again.stderr).toBe(0);
     const { entries } = await deadLetterFile(dataDir);
@@ -214,30 +224,43 @@ describe('full disk', () => {
     const dataDir = join(dir, 'data');
     const out = join(dir, 'out');
     await mkdir(logs);
-    const log = join(logs, 'jobs.ndjson');
-    const jobs = Array.from({ length: 20 }, (_, i) => JSON.stringify(makeJob(8_200_001 + i))).join('\n') + '\n';
-    await writeFile(log, jobs);
-    const disk = await SmallFs.mount(join(dataDir, 'checkpoints'), 64 * 1024, mounts);
-    await disk.fillLeaving(0);
+    // One job per file: the checkpoint (about 200 bytes per file) is larger than any document, so
+    // a file-size limit between the two fails the checkpoint alone (the rlimit method).
+    const ids = Array.from({ length: 24 }, (_, i) => 8_200_001 + i);
+    const lengths = new Map<string, number>();
+    for (const id of ids) {
+      const text = JSON.stringify(makeJob(id)) + '\n';
+      lengths.set(join(logs, `${id}.ndjson`), Buffer.byteLength(text));
+      await writeFile(join(logs, `${id}.ndjson`), text);
+    }
+    const disk = await squeeze(method, join(dataDir, 'checkpoints'), { tmpfsBytes: 64 * 1024, tmpfsLeave: 0, fileSizeLimit: 2048 }, mounts);
     const config = await writePipeline(dir, standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out }));
+    const checkpointed = async (): Promise<boolean> => {
+      try {
+        const saved = JSON.parse(await readFile(join(dataDir, 'checkpoints', 'jobs.json'), 'utf8')) as { files: { path: string; offset: number }[] };
+        return saved.files.length === ids.length && saved.files.every((f) => f.offset === lengths.get(f.path));
+      } catch {
+        return false;
+      }
+    };
 
-    const once = await runCli(['run', '-c', config, '--once'], { cwd: dir });
+    const once = await startCli(['run', '-c', config, '--once'], { cwd: dir }, disk).exited;
     expect(once.code, once.stderr).toBe(74);
     // Everything that could be done was done: every job delivered.
-    for (let i = 0; i < 20; i++) expect(JSON.parse(await readFile(join(out, jobKey(8_200_001 + i)), 'utf8')).id).toBe(8_200_001 + i);
+    for (const id of ids) expect((JSON.parse(await readFile(join(out, jobKey(id)), 'utf8')) as { id: number }).id).toBe(id);
     const lastLine = once.stderr.trim().split('\n').at(-1)!;
     expect(lastLine).toContain('exit 74');
     expect(lastLine).toContain('LF_CHECKPOINT_FAILED');
     expect(lastLine).toContain('checkpoint of source jobs could not be saved');
     expect(count(once.stderr, 'cannot save the checkpoint')).toBe(1);
-    expect(await savedOffset(dataDir)).toBeUndefined();
+    expect(await checkpointed()).toBe(false);
 
     // Follow mode: the save is retried, and works once there is space again.
-    const run = startCli(['run', '-c', config], { cwd: dir });
+    const run = startCli(['run', '-c', config], { cwd: dir }, disk);
     try {
       await waitFor(() => run.stderr().includes('cannot save the checkpoint'), 20_000, 'the checkpoint warning');
-      await disk.removeFiller();
-      await waitFor(async () => (await savedOffset(dataDir)) === Buffer.byteLength(jobs), 20_000, 'the checkpoint at the end of the input');
+      await disk.makeRoom(run.child.pid);
+      await waitFor(checkpointed, 20_000, 'the checkpoint at the end of every input');
       await waitFor(() => run.stderr().includes('checkpoint saved again'), 5_000, 'the recovery line');
       run.child.kill('SIGTERM');
       const result = await run.exited;
@@ -258,14 +281,13 @@ describe('full disk', () => {
     // Documents of ~6 KiB each: a handful fill the disk.
     const jobs = ids.map((id) => JSON.stringify(makeJob(id, { title: 't'.repeat(6000) }))).join('\n') + '\n';
     await writeFile(join(logs, 'jobs.ndjson'), jobs);
-    // Room for every document (two pages each) once the filler is gone.
-    const disk = await SmallFs.mount(out, 256 * 1024, mounts);
-    await disk.fillLeaving(0);
+    // Room for every document (two pages each) once the filler is gone; 6 KiB documents do not fit in 4 KiB files.
+    const disk = await squeeze(method, out, { tmpfsBytes: 256 * 1024, tmpfsLeave: 0, fileSizeLimit: 4096 }, mounts);
     // A short backoff cap so the retry after the space is freed comes soon.
     const sinks = `  archive:\n    type: file\n    inputs: [keyed]\n    path: ${JSON.stringify(out)}\n    retry: {initial_backoff_ms: 50, max_backoff_ms: 500}\n`;
     const config = await writePipeline(dir, standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out, sinks }));
 
-    const run = startCli(['run', '-c', config, '--once'], { cwd: dir });
+    const run = startCli(['run', '-c', config, '--once'], { cwd: dir }, disk);
     try {
       await waitFor(() => run.stderr().includes('cannot write documents'), 20_000, 'the sink warning');
       // Nothing acknowledged: the checkpoint stays at the start. Give it a few checkpoint intervals.
@@ -274,7 +296,7 @@ describe('full disk', () => {
         expect((await savedOffset(dataDir)) ?? 0).toBe(0);
       }
       expect(run.child.exitCode).toBeNull();
-      await disk.removeFiller();
+      await disk.makeRoom(run.child.pid);
       const result = await run.exited;
       expect(result.code, result.stderr).toBe(0);
     } finally {
