@@ -4,10 +4,9 @@ import { join } from 'node:path';
 
 /**
  * A really full (or read-only) file system for tests, so that write(2) fails or writes short the
- * way it does on a production disk. It is a tmpfs mounted by the test (the tests run as root in
- * CI containers). When mounting is not permitted the helper says so in its error: the full-disk
- * tests then fail loudly rather than skip, because a silently skipped durability test is worse
- * than a red one.
+ * way it does on a production disk: a tmpfs mounted by the test (root or CAP_SYS_ADMIN). Where
+ * mounting is not permitted, `fullDiskMethod` falls back to RLIMIT_FSIZE; the tests never skip
+ * silently, because a skipped durability test is worse than a red one.
  */
 export class SmallFs {
   private constructor(
@@ -25,7 +24,11 @@ export class SmallFs {
     } catch (err) {
       return { ok: false, why: `mount -t tmpfs failed (${(err as Error).message.split('\n')[0]}): these tests need root (or CAP_SYS_ADMIN) to mount a small tmpfs` };
     } finally {
-      execFileSync('rmdir', [probe]);
+      try {
+        execFileSync('rmdir', [probe], { stdio: 'pipe' });
+      } catch {
+        // Not created, or still mounted: nothing more to do for a probe.
+      }
     }
   }
 
