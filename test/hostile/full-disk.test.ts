@@ -144,6 +144,40 @@ describe('full disk', () => {
     expect(listed.stdout).toContain('100 dead letters');
   });
 
+  it('reading pauses at buffer.max_bytes while dead letters are blocked (backpressure)', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const dataDir = join(dir, 'data');
+    await mkdir(logs);
+    // 300 bad lines of 1 KiB: the 64 KiB budget holds about 64 of them.
+    const lines = Array.from({ length: 300 }, (_, i) => `not json ${String(i).padStart(3, '0')} ${'w'.repeat(1010)}`);
+    await writeFile(join(logs, 'jobs.ndjson'), lines.join('\n') + '\n');
+    // Room for all 300 entries once the filler is gone.
+    const disk = await squeeze(method, join(dataDir, 'dead_letter'), { tmpfsBytes: 1024 * 1024, tmpfsLeave: 4096, fileSizeLimit: 4096 }, mounts);
+    const yaml = standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out: join(dir, 'out') })
+      .replace('status_interval_ms: 60000', 'status_interval_ms: 100\nbuffer: {max_bytes: 65536}');
+    const config = await writePipeline(dir, yaml);
+    const run = startCli(['run', '-c', config, '--once', '--log-format', 'json'], { cwd: dir }, disk);
+    const statuses = (): { in_flight: number; records_in: number }[] =>
+      run
+        .stderr()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"status"'))
+        .map((l) => JSON.parse(l) as { in_flight: number; records_in: number });
+    try {
+      await waitFor(() => run.stderr().includes('LF_DEAD_LETTER_BLOCKED'), 20_000, 'the blocked warning');
+      const seen = statuses().length;
+      await waitFor(() => statuses().length >= seen + 5, 20_000, 'five status lines while blocked');
+      for (const status of statuses().slice(seen)) expect(status.in_flight).toBeLessThanOrEqual(65);
+      await disk.makeRoom(run.child.pid);
+      const result = await run.exited;
+      expect(result.code, result.stderr).toBe(0);
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+    expect((await deadLetterFile(dataDir)).entries).toHaveLength(300);
+  });
+
   it('a stop while dead letters are blocked leaves their records unacknowledged; the restart writes each one exactly once', async () => {
     const dir = await scratch(cleanup);
     const logs = join(dir, 'logs');
