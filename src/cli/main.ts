@@ -9,6 +9,7 @@ import { builtinRegistry } from '../builtins.js';
 import { pipelineJsonSchema } from '../config/json-schema.js';
 import { loadConfig } from '../config/load.js';
 import type { PipelineConfig } from '../config/types.js';
+import { acquireDataDirLock, dataDirProblem } from '../engine/data-dir-lock.js';
 import { readDeadLetters, DeadLetterWriter, type DeadLetterEntry } from '../engine/dead-letters.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../engine/logger.js';
 import { Pipeline } from '../engine/pipeline.js';
@@ -131,6 +132,22 @@ async function commandRun(options: CliOptions): Promise<number> {
   let reporter: StatusReporter | undefined;
   const log = createLogger({ format: options.logFormat, level: options.logLevel, beforeWrite: () => reporter?.clearLive(), scrub });
   const config = await load(file, log);
+  // One process per data_dir (exit 75 otherwise); taking the lock also proves data_dir is writable.
+  const lock = await acquireDataDirLock(config.dataDir, log);
+  try {
+    return await runLocked(options, file, config, log, (r) => (reporter = r));
+  } finally {
+    await lock.release();
+  }
+}
+
+async function runLocked(
+  options: CliOptions,
+  file: string,
+  config: PipelineConfig,
+  log: Logger,
+  setReporter: (reporter: StatusReporter) => void,
+): Promise<number> {
   const pipeline = new Pipeline(config, { once: options.once, log, scrubber });
   try {
     await pipeline.build();
@@ -139,7 +156,8 @@ async function commandRun(options: CliOptions): Promise<number> {
     if (err instanceof LogferryError && err.code.startsWith('LF_CONFIG')) throw err;
     throw new LogferryError('LF_SINK_FAILED', `cannot start the pipeline: ${(err as Error).message}`, { cause: err });
   }
-  reporter = new StatusReporter(pipeline, log, config.statusIntervalMs, process.stderr.isTTY === true && options.logFormat === 'text');
+  const reporter = new StatusReporter(pipeline, log, config.statusIntervalMs, process.stderr.isTTY === true && options.logFormat === 'text');
+  setReporter(reporter);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
@@ -164,6 +182,13 @@ async function commandRun(options: CliOptions): Promise<number> {
       const dir = relative(process.cwd(), DeadLetterWriter.dirFor(config.dataDir));
       log.warn(`${pipeline.metrics.deadLetters} dead letters in ${dir}/: see them with logferry dead-letter list -c ${file}`);
     }
+    // A final checkpoint that could not be saved is reported in any mode; an unreadable input only
+    // by --once (a follow run retries it at each scan and says so in its log).
+    const problems = summary.problems.filter((p) => options.once || p.code === 'LF_CHECKPOINT_FAILED');
+    if (problems.length > 0) {
+      log.error(`exit ${EXIT.io}: ${problems.map((p) => p.message).join('; ')}`, { code: problems[0]!.code });
+      return EXIT.io;
+    }
     return EXIT.ok;
   } finally {
     reporter.stop();
@@ -176,6 +201,9 @@ async function commandValidate(options: CliOptions): Promise<number> {
   const file = requireConfig(options, 'validate');
   const log = createLogger({ format: options.logFormat, level: options.logLevel, scrub });
   const config = await load(file, log);
+  // What run would refuse about data_dir, found without writing anything.
+  const dataDir = dataDirProblem(config.dataDir);
+  if (dataDir) throw new ConfigError(file, [{ path: 'data_dir', message: `${dataDir} (LF_DATA_DIR_INVALID)` }], 'LF_DATA_DIR_INVALID');
   const count = config.sources.length + config.transforms.length + config.sinks.length;
   process.stdout.write(`${file}: ok (${count} components: ${config.sources.length} sources, ${config.transforms.length} transforms, ${config.sinks.length} sinks)\n`);
   return EXIT.ok;
@@ -425,7 +453,8 @@ function report(err: unknown): number {
   }
   if (err instanceof LogferryError) {
     process.stderr.write(scrub(`logferry: ${err.code}: ${err.message}`) + '\n');
-    return err.code.startsWith('LF_CONFIG') ? EXIT.config : EXIT.runtime;
+    if (err.code === 'LF_DATA_DIR_LOCKED') return EXIT.locked;
+    return err.code.startsWith('LF_CONFIG') || err.code === 'LF_DATA_DIR_INVALID' ? EXIT.config : EXIT.runtime;
   }
   process.stderr.write(scrub(`logferry: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`) + '\n');
   return EXIT.runtime;

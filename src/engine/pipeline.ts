@@ -1,10 +1,11 @@
+import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
 import { LogferryError, transformFailure } from '../errors.js';
 import { ByteBudget } from './budget.js';
 import { Channel } from './channel.js';
-import { CheckpointStore } from './checkpoints.js';
-import { DeadLetterWriter } from './dead-letters.js';
+import { CheckpointSaver, CheckpointStore } from './checkpoints.js';
+import { DeadLetterWriter, DeadLetterWriterStopped } from './dead-letters.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { OrderedSteps } from './ordered.js';
@@ -40,6 +41,12 @@ export interface RunSummary {
   /** Records still unacknowledged when shutdown_timeout ran out (0 on a clean drain). */
   abandoned: number;
   durationMs: number;
+  /**
+   * What could not be done (`run --once` exits 74 when this is not empty): inputs that could not
+   * be opened or read when the run ended (LF_INPUT_UNREADABLE), checkpoints whose final save
+   * failed (LF_CHECKPOINT_FAILED). One sentence each, for the last log line.
+   */
+  problems: { code: 'LF_INPUT_UNREADABLE' | 'LF_CHECKPOINT_FAILED'; message: string }[];
 }
 
 const SETTLED = Promise.resolve();
@@ -113,8 +120,11 @@ export class Pipeline {
   private readonly log: Logger;
   private readonly budget: ByteBudget;
   private readonly checkpoints: CheckpointStore;
+  private readonly checkpointSaver: CheckpointSaver;
   private readonly deadLetters: DeadLetterWriter;
   private readonly scrubber: SecretScrubber;
+  /** Inputs a source reported it cannot open or read, by source and path, with the error. */
+  private readonly unreadable = new Map<string, { source: string; path: string; error: string }>();
   /** Stops the sources (first step of shutdown). */
   private readonly sourceAbort = new AbortController();
   /** Stops retries inside sinks and transforms (last step, or when the drain times out). */
@@ -135,15 +145,25 @@ export class Pipeline {
     private readonly config: PipelineConfig,
     private readonly options: PipelineOptions,
   ) {
+    // Every record waiting out a retry backoff listens on these signals (sink concurrency, blocked dead letters).
+    setMaxListeners(0, this.sourceAbort.signal, this.componentAbort.signal);
     this.metrics = options.metrics ?? new Metrics();
     this.log = options.log;
     this.budget = new ByteBudget(config.bufferMaxBytes);
     this.checkpoints = new CheckpointStore(config.dataDir, this.log);
+    this.checkpointSaver = new CheckpointSaver(
+      this.checkpoints,
+      () => [...this.sources].map(([id, source]) => ({ id, state: () => source.checkpoint() })),
+      this.log,
+    );
     this.scrubber = options.scrubber ?? new SecretScrubber(collectSecrets([...config.sources, ...config.transforms, ...config.sinks]));
     this.deadLetters = new DeadLetterWriter(DeadLetterWriter.dirFor(config.dataDir), {
       keepText: config.deadLetterKeepText ?? false,
       redact: deadLetterRedactor(config.transforms),
       scrub: (text) => this.scrubber.scrub(text),
+      log: this.log,
+      // Stops retrying a blocked dead letter when the pipeline stops: its record stays unacknowledged.
+      signal: this.componentAbort.signal,
     });
   }
 
@@ -233,7 +253,8 @@ export class Pipeline {
     for (const [id, entry] of this.sinks) {
       entry.running = entry.sink.run(entry.channel).catch((err: unknown) => this.fail(err, `sink ${id} failed`));
     }
-    const checkpointTimer = setInterval(() => void this.saveCheckpoints(), this.config.checkpointIntervalMs);
+    // Saves are serialized (CheckpointSaver): a tick while a save runs is coalesced into the next one.
+    const checkpointTimer = setInterval(() => void this.checkpointSaver.save(), this.config.checkpointIntervalMs);
     checkpointTimer.unref();
 
     const sourceRuns = [...this.sources].map(async ([id, source]) => {
@@ -266,10 +287,18 @@ export class Pipeline {
     this.poolClosing = true;
     await this.pool?.close();
     this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'pipeline stopped'));
-    await this.saveCheckpoints();
+    // The final save runs after any save in progress, and nothing can start after it.
+    const checkpointFailures = await this.checkpointSaver.final();
     await this.deadLetters.close();
     if (this.fatal) throw this.fatal;
-    return { abandoned, durationMs: Date.now() - started };
+    const problems: RunSummary['problems'] = [];
+    for (const { path, error } of this.unreadable.values()) {
+      problems.push({ code: 'LF_INPUT_UNREADABLE', message: `cannot read ${path}: ${error}` });
+    }
+    for (const [source, error] of checkpointFailures) {
+      problems.push({ code: 'LF_CHECKPOINT_FAILED', message: `the checkpoint of source ${source} could not be saved (${this.checkpoints.fileFor(source)}: ${error})` });
+    }
+    return { abandoned, durationMs: Date.now() - started, problems };
   }
 
   private fail(err: unknown, what: string): void {
@@ -279,14 +308,25 @@ export class Pipeline {
     this.stop(what);
   }
 
-  private async saveCheckpoints(): Promise<void> {
-    for (const [id, source] of this.sources) {
-      try {
-        await this.checkpoints.save(id, source.checkpoint());
-      } catch (err) {
-        this.log.error('could not save checkpoint; it will be retried', { source: id, error: err });
-      }
-    }
+  /** A source cannot open or read an input: logged once per state change, reported by --once. */
+  private inputUnreadable(source: string, path: string, err: unknown): void {
+    const key = `${source}\0${path}`;
+    const code = (err as NodeJS.ErrnoException | undefined)?.code;
+    const message = err instanceof Error ? err.message : String(err);
+    const error = code && !message.startsWith(code) ? `${code}: ${message}` : message;
+    const known = this.unreadable.has(key);
+    this.unreadable.set(key, { source, path, error });
+    if (known) return;
+    this.log.warn(`cannot read an input (${error}); it is tried again${this.options.once ? ' until the end of this run, which then exits 74' : ' at each scan'}. Check the file's permissions and the disk`, {
+      code: 'LF_INPUT_UNREADABLE',
+      source,
+      path,
+    });
+  }
+
+  private inputReadable(source: string, path: string): void {
+    if (this.unreadable.size === 0 || !this.unreadable.delete(`${source}\0${path}`)) return;
+    this.log.info('an input that could not be read is read again', { code: 'LF_INPUT_UNREADABLE', source, path });
   }
 
   private waitForDrain(timeoutMs: number): Promise<boolean> {
@@ -320,10 +360,14 @@ export class Pipeline {
         return this.budget.acquire(bytes, signal).then(() => this.admitLine(c.id, line, origin, onFinal));
       },
       deadLetter: async (entry) => {
+        // A blocked write must not keep a stopping source waiting: on stop the line stays
+        // unacknowledged (the source does not move past it) and is read again after the restart.
+        await abortable(this.deadLetters.write(entry), signal);
         this.metrics.deadLetters++;
         this.metrics.count(c.id, 'dead_letters');
-        await this.deadLetters.write(entry);
       },
+      inputUnreadable: (path, err) => this.inputUnreadable(c.id, path, err),
+      inputReadable: (path) => this.inputReadable(c.id, path),
     };
   }
 
@@ -414,14 +458,23 @@ export class Pipeline {
     finalizer.release();
   }
 
-  /** The dead letter holds its own reference, so the position waits until it is on disk. */
+  /**
+   * The dead letter holds its own reference, so the position waits until it is on disk. While the
+   * file cannot be written (disk full) the writer retries; the record keeps its budget share, so
+   * reading pauses. If the pipeline stops first, the reference is never released: the record is
+   * not acknowledged and is read again after the restart.
+   */
   private writeDeadLetter(entry: DeadLetterInput, finalizer: Finalizer): void {
     finalizer.retain();
-    this.metrics.deadLetters++;
-    this.metrics.count(entry.component, 'dead_letters');
     this.deadLetters.write(entry).then(
-      () => finalizer.release(),
-      (err: unknown) => this.fail(err, 'cannot write dead letters'),
+      () => {
+        this.metrics.deadLetters++;
+        this.metrics.count(entry.component, 'dead_letters');
+        finalizer.release();
+      },
+      (err: unknown) => {
+        if (!(err instanceof DeadLetterWriterStopped)) this.fail(err, 'cannot write dead letters');
+      },
     );
   }
 
@@ -504,4 +557,23 @@ export class Pipeline {
     this.log.warn('record sent to the dead letters', { component, code, reason, file: record.origin.file, offset: record.origin.offset });
     this.writeDeadLetter({ code, reason, component, origin: record.origin, doc: record.doc }, finalizer);
   }
+}
+
+/** Rejects when the signal aborts first (the operation itself goes on). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }

@@ -101,6 +101,15 @@ export interface SourceContext extends ComponentContext {
   emitLine(line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void>;
   /** Writes a line that could not become a record to the dead letters; resolves when durable. */
   deadLetter(entry: DeadLetterInput): Promise<void>;
+  /**
+   * Reports that an input (a file the source should read) cannot be opened or read (code
+   * LF_INPUT_UNREADABLE). The engine logs it once until `inputReadable` is called for the same
+   * input, and `run --once` exits 74 when an input is still unreadable at its end. Call it for
+   * each failed attempt (it is cheap); the source keeps retrying in follow mode.
+   */
+  inputUnreadable(input: string, error: unknown): void;
+  /** The input can be read again (after `inputUnreadable`); a no-op otherwise. */
+  inputReadable(input: string): void;
 }
 
 export interface Source {

@@ -39,6 +39,8 @@ class FileSink implements Sink {
   private readonly root: string;
   private written = 0;
   private firstPath: string | undefined;
+  /** Set while writes fail (disk full): logged once when it starts and once when writes work again. */
+  private failing: { since: number; error: string; retried: number } | undefined;
 
   constructor(
     private readonly options: FileSinkOptions,
@@ -74,7 +76,9 @@ class FileSink implements Sink {
     const body = serializeRecord(delivery.record, this.options.pretty);
     for (let attempt = 0; ; attempt++) {
       try {
+        // Every byte or an error (a short write on a full disk is an error): never a partial document acknowledged.
         await writeFileAtomic(target, body, { fsync: this.options.fsync, mkdir: true });
+        if (this.failing) this.recovered();
         this.written++;
         this.firstPath ??= target;
         this.ctx.metrics.bytesOut += body.length;
@@ -87,11 +91,34 @@ class FileSink implements Sink {
           return;
         }
         const delay = backoffDelay(attempt, this.options.retry);
-        this.ctx.log.warn('write failed; retrying', { path: target, code, attempt: attempt + 1, retry_in_ms: delay });
+        this.failed(target, code, err);
+        this.ctx.log.debug('write failed; retrying', { path: target, code, attempt: attempt + 1, retry_in_ms: delay });
         // On shutdown the record stays unacknowledged: it is read again after the restart.
         if (!(await waitOrAbort(delay, this.ctx.signal))) return;
       }
     }
+  }
+
+  /** One warning when writes start failing (ENOSPC, EACCES, EMFILE...), not one per document and attempt. */
+  private failed(path: string, code: string, err: unknown): void {
+    const message = (err as Error).message;
+    const error = message.startsWith(code) ? message : `${code}: ${message}`;
+    if (this.failing) {
+      this.failing.retried++;
+      this.failing.error = error;
+      return;
+    }
+    this.failing = { since: Date.now(), error, retried: 1 };
+    this.ctx.log.warn(
+      `cannot write documents (${error}); they are not acknowledged and are retried with backoff until the write works or logferry stops. Free space or fix permissions under ${this.root}`,
+      { path },
+    );
+  }
+
+  private recovered(): void {
+    const failing = this.failing!;
+    this.failing = undefined;
+    this.ctx.log.info('documents are written again', { failed_attempts: failing.retried, failing_ms: Date.now() - failing.since, last_error: failing.error });
   }
 
   async close(): Promise<void> {

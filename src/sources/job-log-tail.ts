@@ -213,7 +213,14 @@ class JobLogTail implements Source {
         for (const file of [...this.files.values()]) {
           if (ctx.signal.aborted) break;
           if (this.waitsForPredecessor(file)) continue;
-          if (await this.readAvailable(file)) progressed = true;
+          try {
+            if (await this.readAvailable(file)) progressed = true;
+            ctx.inputReadable(file.path);
+          } catch (err) {
+            // Tried again on the next turn; --once ends when nothing else progresses (then exits 74).
+            if (ctx.signal.aborted) throw err;
+            ctx.inputUnreadable(file.path, err);
+          }
         }
         await this.releaseFinished();
         if (ctx.once && !progressed) {
@@ -295,7 +302,11 @@ class JobLogTail implements Source {
           known.path = path;
         }
         known.rotated = false;
-        await this.checkTruncatedByContent(known);
+        try {
+          await this.checkTruncatedByContent(known);
+        } catch (err) {
+          this.ctx.inputUnreadable(path, err);
+        }
         continue;
       }
       const file = await this.openFile(path, info.dev, info.ino, info.size, initial);
@@ -317,14 +328,18 @@ class JobLogTail implements Source {
   }
 
   private async openFile(path: string, dev: number, ino: number, size: number, initial: boolean): Promise<TailedFile | undefined> {
-    let handle: FileHandle;
+    let handle: FileHandle | undefined;
+    let current: { fingerprint: string; bytes: number };
     try {
       handle = await open(path, 'r');
+      current = await fingerprintOf(handle, size);
     } catch (err) {
-      this.ctx.log.warn('cannot open file; it will be tried again at the next scan', { path, error: err });
+      await handle?.close().catch(() => {});
+      // Logged once by the engine; tried again at the next scan; `run --once` exits 74.
+      this.ctx.inputUnreadable(path, err);
       return undefined;
     }
-    const current = await fingerprintOf(handle, size);
+    this.ctx.inputReadable(path);
     let start = initial && this.options.start_at === 'end' ? size : 0;
     const saved = this.restored.find((c) => c.dev === dev && c.ino === ino);
     if (saved) {
