@@ -1,5 +1,6 @@
 import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { errorMessage } from '../errors.js';
 import { applyMaskData, DEFAULT_MASK } from '../records/mask.js';
 import type { DeadLetterInput } from './types.js';
 
@@ -81,8 +82,15 @@ function toEntry(input: DeadLetterInput): DeadLetterEntry {
   };
   if (input.origin.file !== undefined) entry.file = input.origin.file;
   if (input.origin.offset !== undefined) entry.offset = input.origin.offset;
-  if (input.doc) entry.text = JSON.stringify(applyMaskData(input.doc, () => DEFAULT_MASK));
-  else if (input.text !== undefined) entry.text = input.text;
+  if (input.doc) {
+    // A document built by a plugin is not bounded by max_depth (nor free of cycles or BigInts): if it
+    // cannot be written, the entry says so instead of failing, so the record still gets its dead letter.
+    try {
+      entry.text = JSON.stringify(applyMaskData(input.doc, () => DEFAULT_MASK));
+    } catch (err) {
+      entry.reason += ` (the document could not be written into the dead letter: ${errorMessage(err)})`;
+    }
+  } else if (input.text !== undefined) entry.text = input.text;
   if (input.rawBase64 !== undefined) entry.raw_base64 = input.rawBase64;
   return entry;
 }

@@ -30,8 +30,8 @@ export interface PreparedBodies {
  * line it is not kept at all (the text is the same bytes). A caller that owns `bytes` (the pool
  * worker, which got them transferred) passes `owned`, and they are kept as they are.
  */
-export function sourceTextOf(doc: JsonObject, text: string, bytes: Uint8Array, owned = false): SourceText | undefined {
-  if (!isFaithfulText(text, doc)) return undefined;
+export function sourceTextOf(doc: JsonObject, text: string, bytes: Uint8Array, owned = false, textKeys?: number): SourceText | undefined {
+  if (!isFaithfulText(text, doc, textKeys)) return undefined;
   if (owned) return new WithheldSourceText(doc, text, bytes);
   // One byte per character only for ASCII (UTF-8 spends two or more on every other character).
   const ascii = bytes.length === text.length;
@@ -85,12 +85,16 @@ export function bodyFrom(source: SourceText | undefined, doc: JsonObject): Buffe
   return Buffer.from(JSON.stringify(doc));
 }
 
-/** Whether `text` (which JSON.parse turned into `doc`) names no key twice. */
-export function isFaithfulText(text: string, doc: JsonObject): boolean {
+/**
+ * Whether `text` (which JSON.parse turned into `doc`) names no key twice. `textKeys`, when the
+ * caller already counted the keys of the text (parse.ts does, in its structure scan), saves a pass.
+ */
+export function isFaithfulText(text: string, doc: JsonObject, textKeys?: number): boolean {
   try {
-    return countTextKeys(text) === countDocKeys(doc);
+    return (textKeys ?? countTextKeys(text)) === countDocKeys(doc);
   } catch {
-    // Nesting deeper than the stack: not worth an exact answer, the document is serialized instead.
+    // Nesting deeper than the stack (only a document that did not come through parse.ts, whose
+    // max_depth bounds it): not worth an exact answer, the document is serialized instead.
     return false;
   }
 }

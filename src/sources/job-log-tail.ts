@@ -5,7 +5,8 @@ import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { glob } from 'tinyglobby';
 import { z } from 'zod';
 import { OffsetTracker } from '../engine/offsets.js';
-import type { ComponentDefinition, Source, SourceContext } from '../engine/types.js';
+import type { ComponentDefinition, LineLimits, Source, SourceContext } from '../engine/types.js';
+import { DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH } from '../records/structure.js';
 
 export const jobLogTailSchema = z
   .object({
@@ -21,6 +22,13 @@ export const jobLogTailSchema = z
       .positive()
       .default(8 * 1024 * 1024)
       .describe('Longer lines become dead letters; the lines after them keep flowing.'),
+    max_depth: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_MAX_DEPTH)
+      .default(DEFAULT_MAX_DEPTH)
+      .describe('Deepest nesting of objects and arrays a line may have ({} is 1); deeper lines become dead letters (LF_RECORD_TOO_DEEP) before they are parsed.'),
     poll_interval_ms: z.number().int().positive().default(250).describe('How often a file at its end is checked for new data.'),
     glob_interval_ms: z.number().int().positive().default(1000).describe('How often the globs are expanded again to find new and rotated files.'),
     rotate_wait_ms: z
@@ -151,8 +159,12 @@ class JobLogTail implements Source {
   private rescanRequested = false;
   private wake: (() => void) | undefined;
 
+  /** One object for every line, so handing the limits over costs nothing per line. */
+  private readonly lineLimits: LineLimits;
+
   constructor(private readonly options: JobLogTailOptions) {
     this.readBuffer = Buffer.allocUnsafe(options.read_buffer_bytes);
+    this.lineLimits = { maxDepth: options.max_depth };
   }
 
   checkpoint(): TailCheckpoint {
@@ -488,7 +500,7 @@ class JobLogTail implements Source {
     }
     const origin = { source: this.ctx.id, file: file.path, offset: start };
     // The engine parses the line (inline or on the worker pool) and dead-letters what is not a record.
-    await this.ctx.emitLine(line, origin, file.tracker.track(end));
+    await this.ctx.emitLine(line, origin, file.tracker.track(end), this.lineLimits);
   }
 
   /** Closes rotated-away files that are read to their end and fully acknowledged. */

@@ -1,0 +1,199 @@
+import { stringEnd } from './splice.js';
+
+/**
+ * One pass over a line's text before JSON.parse sees it: how deep it nests, how many object keys
+ * it has, and where the numbers that key parts are made of are written.
+ *
+ * The pass jumps from quote to quote with indexOf (the strings, where almost every byte of a job
+ * document is, are never looked at byte by byte) and only inspects the structural text between
+ * them: brackets, colons, commas, numbers and literals. It is iterative, so any nesting costs a
+ * counter, not a stack frame, and it stops at the first bracket deeper than the limit.
+ */
+
+/** Default for a source's `max_depth`: real job documents nest about 10 levels. */
+export const DEFAULT_MAX_DEPTH = 64;
+export const MAX_MAX_DEPTH = 1000;
+
+/**
+ * The numbers whose text becomes part of a key, by path. A key part must be the number as written
+ * (JSON.parse turns 9007199254740993 into ...992, and `1E2` into 100), so the scan notes where the
+ * last occurrence of each is written, as JSON.parse keeps the last of duplicated keys.
+ */
+export const WATCHED_NUMBERS = ['id', 'flow_id', 'report.workato.job_context.user_id', 'team.id'] as const;
+export type WatchedNumber = (typeof WATCHED_NUMBERS)[number];
+
+interface TrieNode {
+  /** Child keys: an inner node for an object on the way, or the index of a watched number. */
+  readonly children: readonly (readonly [key: string, next: TrieNode | number])[];
+  /** The longest escaped form a child key can have (every character as \uXXXX). */
+  readonly maxRawLength: number;
+}
+
+function buildTrie(): TrieNode {
+  type Mutable = { children: [string, Mutable | number][] };
+  const root: Mutable = { children: [] };
+  WATCHED_NUMBERS.forEach((path, index) => {
+    const segments = path.split('.');
+    let node = root;
+    segments.forEach((segment, i) => {
+      const last = i === segments.length - 1;
+      let entry = node.children.find(([key]) => key === segment);
+      if (!entry) {
+        entry = [segment, last ? index : { children: [] }];
+        node.children.push(entry);
+      }
+      if (!last) node = entry[1] as Mutable;
+    });
+  });
+  const freeze = (node: Mutable): TrieNode => ({
+    children: node.children.map(([key, next]) => [key, typeof next === 'number' ? next : freeze(next)] as const),
+    maxRawLength: Math.max(...node.children.map(([key]) => key.length * 6)),
+  });
+  return freeze(root);
+}
+
+const ROOT = buildTrie();
+
+export interface LineStructure {
+  /** Deepest nesting seen (objects and arrays); when `tooDeep`, the first depth beyond the limit. */
+  depth: number;
+  tooDeep: boolean;
+  /** Character index of the bracket that went beyond the limit. */
+  tooDeepAt: number;
+  /** Object keys (colons outside strings): equal to countTextKeys for text JSON.parse accepted. */
+  keys: number;
+  /**
+   * Per WATCHED_NUMBERS index, the start and end (exclusive) of the last number written at that
+   * path, or -1. Only meaningful for text JSON.parse accepted.
+   */
+  readonly numbers: Int32Array;
+}
+
+const NO_SPAN = -1;
+
+/**
+ * Scans `text` (see above). Returns a fresh result; `maxDepth` is the deepest nesting allowed
+ * (`{}` is depth 1, `{"a":[]}` depth 2).
+ */
+export function scanStructure(text: string, maxDepth: number): LineStructure {
+  const numbers = new Int32Array(WATCHED_NUMBERS.length * 2).fill(NO_SPAN);
+  const result: LineStructure = { depth: 0, tooDeep: false, tooDeepAt: -1, keys: 0, numbers };
+  const length = text.length;
+  let depth = 0;
+  let deepest = 0;
+  let keys = 0;
+  // The objects on the way to a watched number: trie[d] is the node of the object open at depth d,
+  // for d = 1..onTrie. Anything deeper than onTrie (an array, an object under another key) is off it.
+  const trie: TrieNode[] = [];
+  let onTrie = 0;
+  /** After a key of an on-trie object matched: the node or number index its value is. */
+  let pending: TrieNode | number | undefined;
+  /** In the object at depth onTrie, a colon was seen since the last comma or brace (a value, not a key, comes next). */
+  let afterColon = false;
+  let i = 0;
+  while (i < length) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      const end = stringEnd(text, i);
+      if (end === -1) break;
+      if (depth === onTrie && onTrie > 0) {
+        if (!afterColon) pending = matchKey(text, i, end, trie[onTrie]!);
+        else pending = undefined;
+      }
+      i = end + 1;
+      continue;
+    }
+    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (++depth > maxDepth) {
+        result.depth = depth;
+        result.tooDeep = true;
+        result.tooDeepAt = i;
+        result.keys = keys;
+        return result;
+      }
+      if (depth > deepest) deepest = depth;
+      if (c === 0x7b) {
+        if (depth === 1) {
+          trie[1] = ROOT;
+          onTrie = 1;
+        } else if (depth === onTrie + 1 && afterColon && pending !== undefined && typeof pending !== 'number') {
+          trie[depth] = pending;
+          onTrie = depth;
+        }
+        if (depth === onTrie) afterColon = false;
+      }
+      pending = undefined;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      if (depth === onTrie) onTrie--;
+      depth--;
+      pending = undefined;
+    } else if (c === 0x3a /* : */) {
+      keys++;
+      if (depth === onTrie) afterColon = true;
+    } else if (c === 0x2c /* , */) {
+      if (depth === onTrie) afterColon = false;
+      pending = undefined;
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      let end = i + 1;
+      for (let d = text.charCodeAt(end); (d >= 0x30 && d <= 0x39) || d === 0x2e || d === 0x65 || d === 0x45 || d === 0x2b || d === 0x2d; d = text.charCodeAt(++end));
+      if (typeof pending === 'number' && depth === onTrie && afterColon) {
+        numbers[pending * 2] = i;
+        numbers[pending * 2 + 1] = end;
+      }
+      pending = undefined;
+      i = end;
+      continue;
+    } else if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) {
+      // true, false, null (or anything JSON.parse will refuse).
+      pending = undefined;
+    }
+    i++;
+  }
+  result.depth = deepest;
+  result.keys = keys;
+  return result;
+}
+
+/** The child of `node` named by the key string at [start, end], or undefined. */
+function matchKey(text: string, start: number, end: number, node: TrieNode): TrieNode | number | undefined {
+  const rawLength = end - start - 1;
+  if (rawLength > node.maxRawLength) return undefined;
+  let escaped = false;
+  for (let j = start + 1; j < end; j++) {
+    if (text.charCodeAt(j) === 0x5c) {
+      escaped = true;
+      break;
+    }
+  }
+  // An escaped key (`"\u0069d"` is `id` to JSON.parse) is decoded, so it cannot hide a watched number.
+  let decoded: string | undefined;
+  if (escaped) {
+    try {
+      decoded = JSON.parse(text.slice(start, end + 1)) as string;
+    } catch {
+      return undefined; // Not JSON: JSON.parse will refuse the line.
+    }
+  }
+  for (const [key, next] of node.children) {
+    if (decoded !== undefined ? decoded === key : rawLength === key.length && text.startsWith(key, start + 1)) return next;
+  }
+  return undefined;
+}
+
+/**
+ * Whether a number's text is exactly what String() gives for the double JSON.parse makes of it,
+ * for the common case checked without allocating: plain digits, at most 15 of them, not `-0`.
+ */
+export function isPlainSafeInteger(text: string, start: number, end: number): boolean {
+  let i = start;
+  if (text.charCodeAt(i) === 0x2d) {
+    i++;
+    if (text.charCodeAt(i) === 0x30) return false;
+  }
+  if (end - i > 15 || end === i) return false;
+  for (; i < end; i++) {
+    const d = text.charCodeAt(i);
+    if (d < 0x30 || d > 0x39) return false;
+  }
+  return true;
+}
