@@ -3,7 +3,7 @@ import { RecordError } from '../errors.js';
 import type { JsonObject, JsonValue, KeyNumberPath, LogRecord, RecordKind, RecordOrigin, WrittenNumbers } from '../engine/types.js';
 import { sourceTextOf } from './body.js';
 import { textDigest } from './canonical.js';
-import { DEFAULT_MAX_DEPTH, WATCHED_NUMBERS, isPlainSafeInteger, scanStructure } from './structure.js';
+import { DEFAULT_MAX_DEPTH, WATCHED_NUMBERS, scanStructure } from './structure.js';
 
 export interface ParseOptions {
   /** Deepest nesting allowed (see LineLimits.maxDepth); DEFAULT_MAX_DEPTH when undefined. */
@@ -107,13 +107,13 @@ export function parseText(text: string, origin: RecordOrigin, bytes?: Uint8Array
  * the structure scan (last occurrence of each path, as JSON.parse keeps), and a text is kept only
  * while the doc holds a number there, so a stale span of a replaced duplicate is never used.
  */
-function writtenNumbersOf(text: string, spans: Int32Array, doc: JsonObject): WrittenNumbers | undefined {
+function writtenNumbersOf(text: string, spans: readonly number[] | undefined, doc: JsonObject): WrittenNumbers | undefined {
+  if (spans === undefined) return undefined;
   let written: Partial<Record<KeyNumberPath, { value: number; text: string }>> | undefined;
   for (let index = 0; index < WATCHED_NUMBERS.length; index++) {
     const start = spans[index * 2]!;
     if (start < 0) continue;
     const end = spans[index * 2 + 1]!;
-    if (isPlainSafeInteger(text, start, end)) continue;
     const path = WATCHED_NUMBERS[index]!;
     const value = valueAt(doc, path);
     if (typeof value !== 'number') continue;

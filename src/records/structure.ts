@@ -23,9 +23,11 @@ export const WATCHED_NUMBERS = ['id', 'flow_id', 'report.workato.job_context.use
 export type WatchedNumber = (typeof WATCHED_NUMBERS)[number];
 
 interface TrieNode {
-  /** Child keys: an inner node for an object on the way, or the index of a watched number. */
-  readonly children: readonly (readonly [key: string, next: TrieNode | number])[];
-  /** The longest escaped form a child key can have (every character as \uXXXX). */
+  /** Child keys, and for each an inner node for an object on the way, or the index of a watched number. */
+  readonly keys: readonly string[];
+  readonly next: readonly (TrieNode | number)[];
+  /** The shortest and the longest escaped form a child key can have (every character as \uXXXX). */
+  readonly minLength: number;
   readonly maxRawLength: number;
 }
 
@@ -46,7 +48,9 @@ function buildTrie(): TrieNode {
     });
   });
   const freeze = (node: Mutable): TrieNode => ({
-    children: node.children.map(([key, next]) => [key, typeof next === 'number' ? next : freeze(next)] as const),
+    keys: node.children.map(([key]) => key),
+    next: node.children.map(([, next]) => (typeof next === 'number' ? next : freeze(next))),
+    minLength: Math.min(...node.children.map(([key]) => key.length)),
     maxRawLength: Math.max(...node.children.map(([key]) => key.length * 6)),
   });
   return freeze(root);
@@ -63,119 +67,160 @@ export interface LineStructure {
   /** Object keys (colons outside strings): equal to countTextKeys for text JSON.parse accepted. */
   keys: number;
   /**
-   * Per WATCHED_NUMBERS index, the start and end (exclusive) of the last number written at that
-   * path, or -1. Only meaningful for text JSON.parse accepted.
+   * Per WATCHED_NUMBERS index i, [2i] the start and [2i + 1] the end (exclusive) of the last number
+   * written at that path when it is not a plain safe integer (see isPlainSafeInteger), or -1.
+   * Undefined when there is none, as for almost every line. Only meaningful for text JSON.parse accepted.
    */
-  readonly numbers: Int32Array;
+  numbers: number[] | undefined;
 }
 
 const NO_SPAN = -1;
+/** The objects on the way to a watched number, by depth; reused (one scan at a time per thread). */
+const trie: TrieNode[] = [];
 
 /**
  * Scans `text` (see above). Returns a fresh result; `maxDepth` is the deepest nesting allowed
  * (`{}` is depth 1, `{"a":[]}` depth 2).
  */
 export function scanStructure(text: string, maxDepth: number): LineStructure {
-  const numbers = new Int32Array(WATCHED_NUMBERS.length * 2).fill(NO_SPAN);
-  const result: LineStructure = { depth: 0, tooDeep: false, tooDeepAt: -1, keys: 0, numbers };
+  const result: LineStructure = { depth: 0, tooDeep: false, tooDeepAt: -1, keys: 0, numbers: undefined };
   const length = text.length;
   let depth = 0;
   let deepest = 0;
   let keys = 0;
-  // The objects on the way to a watched number: trie[d] is the node of the object open at depth d,
-  // for d = 1..onTrie. Anything deeper than onTrie (an array, an object under another key) is off it.
-  const trie: TrieNode[] = [];
+  // trie[d] is the node of the object open at depth d, for d = 1..onTrie. Anything deeper than
+  // onTrie (an array, an object under another key: almost all of a job document) is off the way
+  // to a watched number, and only its brackets and colons are looked at.
   let onTrie = 0;
-  /** After a key of an on-trie object matched: the node or number index its value is. */
-  let pending: TrieNode | number | undefined;
+  /** After a key of an on-trie object matched: the node its value is, or the watched number's index. */
+  let pendingNode: TrieNode | undefined;
+  let pendingNumber = -1;
   /** In the object at depth onTrie, a colon was seen since the last comma or brace (a value, not a key, comes next). */
   let afterColon = false;
   let i = 0;
   while (i < length) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22 /* " */) {
-      const end = stringEnd(text, i);
-      if (end === -1) break;
-      if (depth === onTrie && onTrie > 0) {
-        if (!afterColon) pending = matchKey(text, i, end, trie[onTrie]!);
-        else pending = undefined;
-      }
-      i = end + 1;
-      continue;
-    }
-    if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
-      if (++depth > maxDepth) {
-        result.depth = depth;
-        result.tooDeep = true;
-        result.tooDeepAt = i;
-        result.keys = keys;
-        return result;
-      }
-      if (depth > deepest) deepest = depth;
-      if (c === 0x7b) {
-        if (depth === 1) {
-          trie[1] = ROOT;
-          onTrie = 1;
-        } else if (depth === onTrie + 1 && afterColon && pending !== undefined && typeof pending !== 'number') {
-          trie[depth] = pending;
-          onTrie = depth;
+    // The structural text up to the next quote; strings are never looked at character by character.
+    const quote = text.indexOf('"', i);
+    const stop = quote === -1 ? length : quote;
+    while (i < stop) {
+      if (depth !== onTrie || onTrie === 0) {
+        for (; i < stop; i++) {
+          const c = text.charCodeAt(i);
+          if (c === 0x3a /* : */) keys++;
+          else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+            if (++depth > maxDepth) return tooDeep(result, depth, i, keys);
+            if (depth > deepest) deepest = depth;
+            if (depth === 1 && c === 0x7b) {
+              // The document's own object: the way to the watched numbers starts here.
+              trie[1] = ROOT;
+              onTrie = 1;
+              afterColon = false;
+              pendingNode = undefined;
+              pendingNumber = -1;
+              i++;
+              break;
+            }
+          } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+            if (--depth === onTrie && onTrie > 0) {
+              i++;
+              break;
+            }
+          }
         }
-        if (depth === onTrie) afterColon = false;
+        continue;
       }
-      pending = undefined;
-    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      if (depth === onTrie) onTrie--;
-      depth--;
-      pending = undefined;
-    } else if (c === 0x3a /* : */) {
-      keys++;
-      if (depth === onTrie) afterColon = true;
-    } else if (c === 0x2c /* , */) {
-      if (depth === onTrie) afterColon = false;
-      pending = undefined;
-    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
-      let end = i + 1;
-      for (let d = text.charCodeAt(end); (d >= 0x30 && d <= 0x39) || d === 0x2e || d === 0x65 || d === 0x45 || d === 0x2b || d === 0x2d; d = text.charCodeAt(++end));
-      if (typeof pending === 'number' && depth === onTrie && afterColon) {
-        numbers[pending * 2] = i;
-        numbers[pending * 2 + 1] = end;
+      const c = text.charCodeAt(i);
+      if (c === 0x3a /* : */) {
+        keys++;
+        afterColon = true;
+      } else if (c === 0x2c /* , */) {
+        afterColon = false;
+        pendingNode = undefined;
+        pendingNumber = -1;
+      } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+        if (++depth > maxDepth) return tooDeep(result, depth, i, keys);
+        if (depth > deepest) deepest = depth;
+        if (c === 0x7b && pendingNode !== undefined && afterColon) {
+          trie[depth] = pendingNode;
+          onTrie = depth;
+          afterColon = false;
+        }
+        pendingNode = undefined;
+        pendingNumber = -1;
+      } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+        onTrie--;
+        depth--;
+      } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+        let end = i + 1;
+        for (let d = text.charCodeAt(end); (d >= 0x30 && d <= 0x39) || d === 0x2e || d === 0x65 || d === 0x45 || d === 0x2b || d === 0x2d; d = text.charCodeAt(++end));
+        if (pendingNumber >= 0 && afterColon) {
+          // Only a number String() would not give back as written is noted; a later plain one at
+          // the same path (a duplicated key) clears it.
+          if (!isPlainSafeInteger(text, i, end)) {
+            result.numbers ??= [NO_SPAN, NO_SPAN, NO_SPAN, NO_SPAN, NO_SPAN, NO_SPAN, NO_SPAN, NO_SPAN];
+            result.numbers[pendingNumber * 2] = i;
+            result.numbers[pendingNumber * 2 + 1] = end;
+          } else if (result.numbers !== undefined) {
+            result.numbers[pendingNumber * 2] = NO_SPAN;
+          }
+        }
+        pendingNumber = -1;
+        i = end;
+        continue;
+      } else if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) {
+        // true, false, null (or anything JSON.parse will refuse).
+        pendingNode = undefined;
+        pendingNumber = -1;
       }
-      pending = undefined;
-      i = end;
-      continue;
-    } else if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) {
-      // true, false, null (or anything JSON.parse will refuse).
-      pending = undefined;
+      i++;
     }
-    i++;
+    if (quote === -1) break;
+    const end = stringEnd(text, quote);
+    if (end === -1) break;
+    if (depth === onTrie && onTrie > 0) {
+      pendingNode = undefined;
+      pendingNumber = -1;
+      if (!afterColon) {
+        const next = matchKey(text, quote, end, trie[onTrie]!);
+        if (typeof next === 'number') pendingNumber = next;
+        else pendingNode = next;
+      }
+    }
+    i = end + 1;
   }
   result.depth = deepest;
   result.keys = keys;
   return result;
 }
 
-/** The child of `node` named by the key string at [start, end], or undefined. */
+function tooDeep(result: LineStructure, depth: number, at: number, keys: number): LineStructure {
+  result.depth = depth;
+  result.tooDeep = true;
+  result.tooDeepAt = at;
+  result.keys = keys;
+  return result;
+}
+
+/** The child of `node` named by the key string at [start, end], or undefined. Called once per key of an object on the way. */
 function matchKey(text: string, start: number, end: number, node: TrieNode): TrieNode | number | undefined {
   const rawLength = end - start - 1;
-  if (rawLength > node.maxRawLength) return undefined;
-  let escaped = false;
-  for (let j = start + 1; j < end; j++) {
-    if (text.charCodeAt(j) === 0x5c) {
-      escaped = true;
-      break;
-    }
+  if (rawLength < node.minLength || rawLength > node.maxRawLength) return undefined;
+  const { keys } = node;
+  for (let k = 0; k < keys.length; k++) {
+    const key = keys[k]!;
+    if (rawLength === key.length && text.charCodeAt(start + 1) === key.charCodeAt(0) && text.startsWith(key, start + 1)) return node.next[k];
   }
   // An escaped key (`"\u0069d"` is `id` to JSON.parse) is decoded, so it cannot hide a watched number.
-  let decoded: string | undefined;
-  if (escaped) {
+  for (let j = start + 1; j < end; j++) {
+    if (text.charCodeAt(j) !== 0x5c /* \ */) continue;
+    let decoded: string;
     try {
       decoded = JSON.parse(text.slice(start, end + 1)) as string;
     } catch {
       return undefined; // Not JSON: JSON.parse will refuse the line.
     }
-  }
-  for (const [key, next] of node.children) {
-    if (decoded !== undefined ? decoded === key : rawLength === key.length && text.startsWith(key, start + 1)) return next;
+    const k = keys.indexOf(decoded);
+    return k === -1 ? undefined : node.next[k];
   }
   return undefined;
 }

@@ -4,9 +4,9 @@ import type { JsonObject, JsonValue } from '../../src/engine/types.js';
 import { countDocKeys, countTextKeys, isFaithfulText } from '../../src/records/body.js';
 import { parseText } from '../../src/records/parse.js';
 import { spliceDocument } from '../../src/records/splice.js';
-import { WATCHED_NUMBERS, scanStructure } from '../../src/records/structure.js';
+import { WATCHED_NUMBERS, isPlainSafeInteger, scanStructure } from '../../src/records/structure.js';
 import { mulberry32 } from '../../src/testkit/random.js';
-import { KEYS, KEY_PATH_KEYS, depthOf, hasDuplicateKeys, jsonNode, jsonObjectNode, keyCount, nodeAt, spacing, writeNode } from '../helpers/json-text.js';
+import { KEYS, KEY_PATH_KEYS, numberText, depthOf, hasDuplicateKeys, jsonNode, jsonObjectNode, keyCount, nodeAt, spacing, writeNode } from '../helpers/json-text.js';
 
 const RUNS = { seed: 42, numRuns: 2000 };
 
@@ -80,12 +80,14 @@ describe('scanStructure (the max_depth check)', () => {
         const doc = JSON.parse(text) as JsonObject;
         WATCHED_NUMBERS.forEach((path, index) => {
           const kept = nodeAt(node, path);
-          const start = scan.numbers[index * 2]!;
-          const end = scan.numbers[index * 2 + 1]!;
-          // Where JSON.parse kept a number, the span is its text; elsewhere the span is not used.
+          const start = scan.numbers?.[index * 2] ?? -1;
+          const end = scan.numbers?.[index * 2 + 1] ?? -1;
+          // Where JSON.parse kept a number that String() would not give back as written, the span
+          // is its text; a plain one has no span; where no number is kept the span is not used.
           if (kept?.t === 'num') {
             found++;
-            expect(text.slice(start, end), path).toBe(kept.text);
+            if (isPlainSafeInteger(kept.text, 0, kept.text.length)) expect(start, `${path} ${kept.text}`).toBe(-1);
+            else expect(text.slice(start, end), path).toBe(kept.text);
             expect(typeof path.split('.').reduce<JsonValue | undefined>((v, k) => (v as JsonObject)[k], doc)).toBe('number');
           }
         });
@@ -93,6 +95,17 @@ describe('scanStructure (the max_depth check)', () => {
       RUNS,
     );
     expect(found).toBeGreaterThan(50);
+  });
+
+  it('only calls a number plain when String() of its double gives back exactly its text', () => {
+    fc.assert(
+      fc.property(numberText, (text) => {
+        if (isPlainSafeInteger(text, 0, text.length)) expect(String(JSON.parse(text))).toBe(text);
+      }),
+      RUNS,
+    );
+    for (const text of ['-0', '1E2', '1.0', '9007199254740993', '1234567890123456', '1e400']) expect(isPlainSafeInteger(text, 0, text.length), text).toBe(false);
+    for (const text of ['0', '-1', '123456789012345', '-123456789012345']) expect(isPlainSafeInteger(text, 0, text.length), text).toBe(true);
   });
 
   it('never throws or loops on arbitrary text (invalid JSON, cut strings, stray brackets)', () => {
