@@ -97,6 +97,8 @@ export function scanStructure(text: string, maxDepth: number): LineStructure {
   let pendingNumber = -1;
   /** In the object at depth onTrie, a colon was seen since the last comma or brace (a value, not a key, comes next). */
   let afterColon = false;
+  /** The next backslash at or after the key last looked at (positions only grow, so one search serves many keys). */
+  let backslash = -2;
   let i = 0;
   while (i < length) {
     // The structural text up to the next quote; strings are never looked at character by character.
@@ -181,7 +183,8 @@ export function scanStructure(text: string, maxDepth: number): LineStructure {
       pendingNode = undefined;
       pendingNumber = -1;
       if (!afterColon) {
-        const next = matchKey(text, quote, end, trie[onTrie]!);
+        if (backslash !== -1 && backslash < quote) backslash = text.indexOf('\\', quote);
+        const next = matchKey(text, quote, end, trie[onTrie]!, backslash !== -1 && backslash < end);
         if (typeof next === 'number') pendingNumber = next;
         else pendingNode = next;
       }
@@ -202,27 +205,26 @@ function tooDeep(result: LineStructure, depth: number, at: number, keys: number)
 }
 
 /** The child of `node` named by the key string at [start, end], or undefined. Called once per key of an object on the way. */
-function matchKey(text: string, start: number, end: number, node: TrieNode): TrieNode | number | undefined {
+function matchKey(text: string, start: number, end: number, node: TrieNode, escaped: boolean): TrieNode | number | undefined {
   const rawLength = end - start - 1;
   if (rawLength < node.minLength || rawLength > node.maxRawLength) return undefined;
   const { keys } = node;
-  for (let k = 0; k < keys.length; k++) {
-    const key = keys[k]!;
-    if (rawLength === key.length && text.charCodeAt(start + 1) === key.charCodeAt(0) && text.startsWith(key, start + 1)) return node.next[k];
+  if (!escaped) {
+    for (let k = 0; k < keys.length; k++) {
+      const key = keys[k]!;
+      if (rawLength === key.length && text.charCodeAt(start + 1) === key.charCodeAt(0) && text.startsWith(key, start + 1)) return node.next[k];
+    }
+    return undefined;
   }
   // An escaped key (`"\u0069d"` is `id` to JSON.parse) is decoded, so it cannot hide a watched number.
-  for (let j = start + 1; j < end; j++) {
-    if (text.charCodeAt(j) !== 0x5c /* \ */) continue;
-    let decoded: string;
-    try {
-      decoded = JSON.parse(text.slice(start, end + 1)) as string;
-    } catch {
-      return undefined; // Not JSON: JSON.parse will refuse the line.
-    }
-    const k = keys.indexOf(decoded);
-    return k === -1 ? undefined : node.next[k];
+  let decoded: string;
+  try {
+    decoded = JSON.parse(text.slice(start, end + 1)) as string;
+  } catch {
+    return undefined; // Not JSON: JSON.parse will refuse the line.
   }
-  return undefined;
+  const k = keys.indexOf(decoded);
+  return k === -1 ? undefined : node.next[k];
 }
 
 /**
