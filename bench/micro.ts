@@ -7,6 +7,7 @@ import { bodyFrom, countDocKeys, countTextKeys } from '../src/records/body.js';
 import { compileKeyTemplates, keyForRecord } from '../src/records/keys.js';
 import { decodeLine, parseText } from '../src/records/parse.js';
 import { createRedactor, redactSchema } from '../src/records/redaction.js';
+import { DEFAULT_MAX_DEPTH, scanStructure } from '../src/records/structure.js';
 import { mulberry32 } from '../src/testkit/random.js';
 import { pathFormatSchema } from '../src/transforms/path-format.js';
 import { jobDocument } from './corpus.js';
@@ -98,6 +99,10 @@ async function unchangedBody(): Promise<void> {
     suite.add('1 kB: duplicate-key check (reuse the bytes read)', () => countTextKeys(text) === countDocKeys(doc), options);
     suite.add('100 kB: JSON.stringify', () => JSON.stringify(big.doc), options);
     suite.add('100 kB: duplicate-key check (reuse the bytes read)', () => countTextKeys(big.text) === countDocKeys(big.doc), options);
+    // What parse.ts runs on every line before JSON.parse: max_depth, the key count the check above
+    // then reuses, and where the key numbers are written.
+    suite.add('1 kB: structure scan (max_depth, keys, key numbers)', () => scanStructure(text, DEFAULT_MAX_DEPTH), options);
+    suite.add('100 kB: structure scan (max_depth, keys, key numbers)', () => scanStructure(big.text, DEFAULT_MAX_DEPTH), options);
   });
 }
 
@@ -135,13 +140,13 @@ async function cutOver(): Promise<void> {
             'inline (main thread)',
             () => {
               // What the engine does with a line on the main thread (parse.ts, redact, path_format, body.ts).
+              // parseText with the bytes keeps the text as the engine does, counting keys in its structure scan.
               const text = decodeLine(line)!;
               const parsed = parseText(text, origin, Buffer.from(line));
               if (!parsed.ok) throw new Error('parse');
-              const source = parsed.record.sourceText;
               const doc = redact(parsed.record.doc);
               keyForRecord({ ...parsed.record, doc }, compiled);
-              bodyFrom(source, doc);
+              bodyFrom(parsed.record.sourceText, doc);
             },
             options,
           );

@@ -21,7 +21,7 @@ export const ERROR_CODES = {
   LF_TRANSFORM_FAILED: 'A transform threw an unexpected error on a record.',
   LF_SINK_REJECTED: 'A sink gave up on a record for good (permanent error).',
   LF_SINK_FAILED: 'A sink failed in a way the pipeline cannot recover from.',
-  LF_POOL_FAILED: 'The worker pool could not start, or a worker died; records it held are read again after a restart.',
+  LF_POOL_FAILED: 'The worker pool could not start (a worker that dies later takes only its line, dead-lettered as LF_RECORD_UNPROCESSABLE).',
   LF_PLUGIN_INVALID: 'A plugin module does not export what logferry expects.',
   LF_SHUTDOWN_TIMEOUT: 'Records were still in flight when shutdown_timeout ran out.',
   LF_DEAD_LETTER_BLOCKED: 'A dead letter could not be written in full (disk full, read-only); the source position is held and the write is retried.',
@@ -82,8 +82,28 @@ export class RecordError extends LogferryError {
  */
 export function transformFailure(err: unknown): { code: ErrorCode; reason: string; expected: boolean } {
   if (err instanceof RecordError) return { code: err.code, reason: err.message, expected: true };
-  const message = err instanceof Error ? err.message : String(err);
-  return { code: 'LF_TRANSFORM_FAILED', reason: `transform failed: ${message}`, expected: false };
+  return { code: 'LF_TRANSFORM_FAILED', reason: `transform failed: ${errorMessage(err)}`, expected: false };
+}
+
+/**
+ * The dead-letter code and reason for anything else that threw while the engine handled one
+ * record (parsing, routing, building a body, a worker that died on it): the record is
+ * dead-lettered and nothing else stops. A RecordError keeps its own code.
+ */
+export function unprocessable(err: unknown, what = 'record could not be processed'): { code: ErrorCode; reason: string } {
+  if (err instanceof RecordError) return { code: err.code, reason: err.message };
+  return { code: 'LF_RECORD_UNPROCESSABLE', reason: `${what}: ${errorMessage(err)}` };
+}
+
+/** The message of anything thrown (`throw 42`, `throw Object.create(null)` included), never throwing itself. */
+export function errorMessage(err: unknown): string {
+  try {
+    if (err instanceof Error) return `${err.name === 'Error' ? '' : err.name + ': '}${err.message}`;
+    const text = typeof err === 'string' ? err : String(err);
+    return `${typeof err === 'string' ? '' : `(${err === null ? 'null' : typeof err}) `}${text}`;
+  } catch {
+    return `a thrown ${typeof err} that cannot be shown`;
+  }
 }
 
 export class UsageError extends LogferryError {

@@ -14,9 +14,10 @@ import { readDeadLetters, DeadLetterWriter, type DeadLetterEntry } from '../engi
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../engine/logger.js';
 import { Pipeline } from '../engine/pipeline.js';
 import { collectSecrets, SecretScrubber } from '../engine/secrets.js';
-import type { JsonObject } from '../engine/types.js';
 import { ConfigError, formatProblem, LogferryError, UsageError } from '../errors.js';
 import { keyForDocument } from '../records/keys.js';
+import { parseText } from '../records/parse.js';
+import { MAX_MAX_DEPTH } from '../records/structure.js';
 import { loadPlugins } from '../plugin/load.js';
 import { pathFormatSchema } from '../transforms/path-format.js';
 import { StatusReporter } from './status.js';
@@ -244,8 +245,11 @@ async function commandKey(options: CliOptions): Promise<number> {
   let failures = 0;
   for (const path of options.positionals) {
     try {
-      const doc = JSON.parse(await readFile(path, 'utf8')) as JsonObject;
-      const key = keyForDocument(doc, pathFormat);
+      // Parsed as the pipeline parses a line, so ids beyond 2^53 and the digest use the numbers as written.
+      const parsed = parseText(await readFile(path, 'utf8'), { source: 'key', file: path }, undefined, { maxDepth: MAX_MAX_DEPTH });
+      if (!parsed.ok) throw parsed.error;
+      const { doc, receivedDigest, writtenNumbers } = parsed.record;
+      const key = keyForDocument(doc, pathFormat, receivedDigest, writtenNumbers);
       process.stdout.write(`${path}\t${key ?? '(not shipped: the job is not final)'}\n`);
     } catch (err) {
       failures++;

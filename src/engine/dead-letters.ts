@@ -1,5 +1,6 @@
 import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { errorMessage } from '../errors.js';
 import { applyMaskData, DEFAULT_MASK } from '../records/mask.js';
 import { lineReference } from '../records/parse.js';
 import { writeFully } from './fs-atomic.js';
@@ -316,7 +317,13 @@ export function toEntry(input: DeadLetterInput, options: DeadLetterOptions = {})
   if (input.origin.file !== undefined) entry.file = input.origin.file;
   if (input.origin.offset !== undefined) entry.offset = input.origin.offset;
   if (input.doc) {
-    entry.text = scrub(JSON.stringify((options.redact ?? maskOnly)(input.doc)));
+    // A document built by a plugin is not bounded by max_depth (nor free of cycles or BigInts): if it
+    // cannot be written, the entry says so instead of failing, so the record still gets its dead letter.
+    try {
+      entry.text = scrub(JSON.stringify((options.redact ?? maskOnly)(input.doc)));
+    } catch (err) {
+      entry.reason += ` (the document could not be written into the dead letter: ${errorMessage(err)})`;
+    }
     return entry;
   }
   const raw = input.rawBase64 !== undefined ? Buffer.from(input.rawBase64, 'base64') : input.text;

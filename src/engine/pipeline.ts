@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
-import { LogferryError, transformFailure } from '../errors.js';
+import { LogferryError, errorMessage, transformFailure, unprocessable } from '../errors.js';
 import { ByteBudget } from './budget.js';
 import { Channel } from './channel.js';
 import { CheckpointSaver, CheckpointStore } from './checkpoints.js';
@@ -12,14 +12,16 @@ import { OrderedSteps } from './ordered.js';
 import type { PoolOutcome, PoolSetup } from './pool-protocol.js';
 import { RecordPool, poolThreads } from './record-pool.js';
 import { parseLine } from '../records/parse.js';
-import { preparedRecord } from '../records/body.js';
+import { documentBody, preparedRecord } from '../records/body.js';
 import { deadLetterRedactor } from '../records/redaction.js';
+import { NOT_A_RECORD, isRecordLike } from './record-shape.js';
 import { collectSecrets, SecretScrubber } from './secrets.js';
 import type {
   ComponentContext,
   DeadLetterInput,
   Delivery,
   JsonObject,
+  LineLimits,
   LogRecord,
   RecordOrigin,
   Sink,
@@ -50,6 +52,7 @@ export interface RunSummary {
 }
 
 const SETTLED = Promise.resolve();
+const NO_LIMITS: LineLimits = {};
 
 type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind: 'sink'; id: string; channel: Channel<Delivery> };
 
@@ -354,10 +357,10 @@ export class Pipeline {
         }
         return this.budget.acquire(bytes, signal).then(() => this.dispatchFromSource(c.id, record, bytes, onFinal));
       },
-      emitLine: (line, origin, onFinal) => {
+      emitLine: (line, origin, onFinal, limits = NO_LIMITS) => {
         const bytes = line.length;
-        if (this.budget.tryAcquire(bytes)) return this.admitLine(c.id, line, origin, onFinal);
-        return this.budget.acquire(bytes, signal).then(() => this.admitLine(c.id, line, origin, onFinal));
+        if (this.budget.tryAcquire(bytes)) return this.admitLine(c.id, line, origin, onFinal, limits);
+        return this.budget.acquire(bytes, signal).then(() => this.admitLine(c.id, line, origin, onFinal, limits));
       },
       deadLetter: async (entry) => {
         // A blocked write must not keep a stopping source waiting: on stop the line stays
@@ -374,8 +377,14 @@ export class Pipeline {
   private dispatchFromSource(sourceId: string, record: LogRecord, bytes: number, onFinal: () => void): void {
     const finalizer = this.startRecord(bytes, onFinal);
     this.order.get(sourceId)!.now(() => {
+      if (!isRecordLike(record)) {
+        const reason = 'the source emitted something that is not a record (an object with `doc` and `origin`)';
+        this.writeDeadLetter({ code: 'LF_RECORD_INVALID', reason, component: sourceId, origin: { source: sourceId } }, finalizer);
+        finalizer.release();
+        return;
+      }
       this.countIn(bytes);
-      this.dispatch(sourceId, record, finalizer);
+      this.guarded(sourceId, record.origin, finalizer, () => this.dispatch(sourceId, record, finalizer), record.doc);
       finalizer.release();
     });
   }
@@ -384,17 +393,28 @@ export class Pipeline {
    * A line becomes a record inline, or in the pool when it is large. Either way it enters the graph
    * in its place in the source's order, and its position moves only when every branch answered.
    */
-  private admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void> {
+  private admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void, limits: LineLimits): Promise<void> {
     const bytes = line.length;
     const order = this.order.get(sourceId)!;
     const pool = this.pool;
-    if (pool && bytes >= pool.threshold) return this.admitToPool(pool, order, sourceId, line, origin, onFinal);
+    if (pool && bytes >= pool.threshold) return this.admitToPool(pool, order, sourceId, line, origin, onFinal, limits);
     const finalizer = this.startRecord(bytes, onFinal);
-    const parsed = parseLine(line, origin);
+    let parsed: ReturnType<typeof parseLine>;
+    try {
+      parsed = parseLine(line, origin, limits);
+    } catch (err) {
+      // Not expected (parseLine reports what is wrong with a line); whatever it was, it is this line's dead letter.
+      order.now(() => {
+        this.writeDeadLetter({ component: sourceId, origin, ...unprocessable(err, 'line could not be parsed') }, finalizer);
+        finalizer.release();
+      });
+      return SETTLED;
+    }
     order.now(() => {
       if (parsed.ok) {
         this.countIn(bytes);
-        this.dispatch(sourceId, parsed.record, finalizer);
+        const record = parsed.record;
+        this.guarded(sourceId, origin, finalizer, () => this.dispatch(sourceId, record, finalizer), record.doc);
       } else {
         const { error, text, doc, rawBase64, line: ref } = parsed;
         this.writeDeadLetter({ code: error.code, reason: error.message, component: sourceId, origin, text, doc, rawBase64, line: ref }, finalizer);
@@ -405,21 +425,54 @@ export class Pipeline {
     return SETTLED;
   }
 
-  private async admitToPool(pool: RecordPool, order: OrderedSteps, sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void> {
+  private async admitToPool(
+    pool: RecordPool,
+    order: OrderedSteps,
+    sourceId: string,
+    line: Uint8Array,
+    origin: RecordOrigin,
+    onFinal: () => void,
+    limits: LineLimits,
+  ): Promise<void> {
     const bytes = line.length;
     await pool.capacity();
     const finalizer = this.startRecord(bytes, onFinal);
     const fill = order.reserve();
-    pool.prepare(sourceId, line, origin).then(
-      (outcome) => fill(() => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer)),
+    pool.prepare(sourceId, line, origin, limits.maxDepth).then(
+      (outcome) => fill(() => this.guarded(sourceId, origin, finalizer, () => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer), undefined, true)),
       (err: unknown) => {
-        // The worker died (out of memory, a crash), or the pool was closed after shutdown_timeout.
-        // The record is let go without acknowledging it (onFinal is not called), so it is read
-        // again after the restart.
-        if (!this.poolClosing) this.fail(err, 'record pool failed');
-        fill(() => this.finished(bytes, finalizer.startedAt));
+        if (this.poolClosing) {
+          // The pool was closed after shutdown_timeout: the record is let go without acknowledging
+          // it (onFinal is not called), so it is read again after the restart.
+          fill(() => this.finished(bytes, finalizer.startedAt));
+          return;
+        }
+        // The worker died on this line (out of memory, a plugin that crashed its thread): piscina
+        // starts another one, and the line is this record's dead letter. Its bytes went to the
+        // worker, so the dead letter points at it by file and offset.
+        this.log.error('a pool worker died while handling a line; the line goes to the dead letters', { source: sourceId, file: origin.file, offset: origin.offset, error: errorMessage(err) });
+        fill(() => {
+          this.writeDeadLetter({ component: sourceId, origin, ...unprocessable(err, 'the pool worker handling this line died') }, finalizer);
+          finalizer.release();
+        });
       },
     );
+  }
+
+  /**
+   * Runs one record's step; anything it throws becomes that record's dead letter (a record error
+   * never stops a source, the pool or the pipeline). `release` says the step would have released
+   * the dispatch's reference itself.
+   */
+  private guarded(component: string, origin: RecordOrigin, finalizer: Finalizer, step: () => void, doc?: JsonObject, release = false): void {
+    try {
+      step();
+    } catch (err) {
+      const { code, reason } = unprocessable(err);
+      this.log.error('handling a record threw; the record goes to the dead letters', { component, code, reason, file: origin.file, offset: origin.offset });
+      this.writeDeadLetter({ code, reason, component, origin, doc }, finalizer);
+      if (release) finalizer.release();
+    }
   }
 
   private startRecord(bytes: number, onFinal: () => void): Finalizer {
@@ -449,8 +502,8 @@ export class Pipeline {
         const record = preparedRecord({ ...fields, key: event.key }, { body: event.body, gzip: event.gzip });
         this.deliverTo(event.sink, this.sinks.get(event.sink)!.channel, record, finalizer);
       } else if (event.kind === 'dead_letter') {
-        const record: LogRecord = { ...fields, doc: JSON.parse(event.docJson) as JsonObject };
-        this.deadLetterRecord(record, event.component, event.code, event.reason, finalizer);
+        const doc = event.docJson === undefined ? undefined : (JSON.parse(event.docJson) as JsonObject);
+        this.deadLetterDoc(origin, doc, event.component, event.code, event.reason, finalizer);
       } else {
         this.countDropped(event.transform);
       }
@@ -466,7 +519,14 @@ export class Pipeline {
    */
   private writeDeadLetter(entry: DeadLetterInput, finalizer: Finalizer): void {
     finalizer.retain();
-    this.deadLetters.write(entry).then(
+    let written: Promise<void>;
+    try {
+      written = this.deadLetters.write(entry);
+    } catch (err) {
+      // The writer serializes defensively; should it still throw, the record is held like a failed write.
+      written = Promise.reject(err instanceof Error ? err : new Error(errorMessage(err)));
+    }
+    written.then(
       () => {
         this.metrics.deadLetters++;
         this.metrics.count(entry.component, 'dead_letters');
@@ -503,25 +563,37 @@ export class Pipeline {
         this.transformFailed(consumer.id, record, err, finalizer);
         continue;
       }
-      if (result instanceof Promise) {
+      if (isThenable(result)) {
         finalizer.retain();
-        result.then(
-          (r) => {
-            this.forward(consumer.id, r, finalizer);
-            finalizer.release();
-          },
-          (err: unknown) => {
-            this.transformFailed(consumer.id, record, err, finalizer);
-            finalizer.release();
-          },
-        );
+        // Whatever happens after the transform answers (the records it returned going on through
+        // the graph) is guarded too: a throw there must not become an unhandled rejection.
+        Promise.resolve(result)
+          .then(
+            (r) => this.guarded(consumer.id, record.origin, finalizer, () => this.forward(consumer.id, record, r, finalizer), record.doc),
+            (err: unknown) => this.transformFailed(consumer.id, record, err, finalizer),
+          )
+          .catch((err: unknown) => this.log.error('could not dead-letter a record', { component: consumer.id, error: errorMessage(err) }))
+          .finally(() => finalizer.release());
       } else {
-        this.forward(consumer.id, result, finalizer);
+        this.forward(consumer.id, record, result, finalizer);
       }
     }
   }
 
+  /**
+   * Hands a record to a sink. Its body is made here, once, before the sink sees it (documentBody
+   * caches it, so the sink's own call costs a lookup): a document that cannot be serialized
+   * (a plugin built it too deep for JSON.stringify, with a cycle or a BigInt) is this record's
+   * dead letter at that sink, instead of an exception inside the sink that would stop it.
+   */
   private deliverTo(sinkId: string, channel: Channel<Delivery>, record: LogRecord, finalizer: Finalizer): void {
+    try {
+      documentBody(record);
+    } catch (err) {
+      const { code, reason } = unprocessable(err, 'the document could not be serialized for this sink');
+      this.deadLetterRecord(record, sinkId, code, reason, finalizer);
+      return;
+    }
     finalizer.retain();
     channel.push(new SinkDelivery(record, sinkId, finalizer, this));
   }
@@ -531,20 +603,24 @@ export class Pipeline {
     this.metrics.count(transformId, 'dropped');
   }
 
-  private forward(transformId: string, result: TransformResult, finalizer: Finalizer): void {
-    if (result === null || (Array.isArray(result) && result.length === 0)) {
+  private forward(transformId: string, input: LogRecord, result: TransformResult, finalizer: Finalizer): void {
+    if (result === null || result === undefined || (Array.isArray(result) && result.length === 0)) {
       this.countDropped(transformId);
       return;
     }
-    if (Array.isArray(result)) for (const r of result) this.dispatch(transformId, r, finalizer);
-    else this.dispatch(transformId, result, finalizer);
+    const records = Array.isArray(result) ? result : [result];
+    // A plugin that returns something else than records has failed on the record it was given.
+    if (!records.every(isRecordLike)) {
+      this.deadLetterRecord(input, transformId, 'LF_TRANSFORM_FAILED', NOT_A_RECORD, finalizer);
+      return;
+    }
+    for (const r of records) this.dispatch(transformId, r, finalizer);
   }
 
   private transformFailed(transformId: string, record: LogRecord, err: unknown, finalizer: Finalizer): void {
     const { code, reason, expected } = transformFailure(err);
     if (!expected) {
-      const error = err instanceof Error ? err.message : String(err);
-      this.log.error('transform threw on a record; the record goes to the dead letters', { transform: transformId, error });
+      this.log.error('transform threw on a record; the record goes to the dead letters', { transform: transformId, error: errorMessage(err) });
     }
     this.deadLetterRecord(record, transformId, code, reason, finalizer);
   }
@@ -554,8 +630,12 @@ export class Pipeline {
    * (disk full), the record stays unacknowledged so it is read again after a restart.
    */
   deadLetterRecord(record: LogRecord, component: string, code: string, reason: string, finalizer: Finalizer): void {
-    this.log.warn('record sent to the dead letters', { component, code, reason, file: record.origin.file, offset: record.origin.offset });
-    this.writeDeadLetter({ code, reason, component, origin: record.origin, doc: record.doc }, finalizer);
+    this.deadLetterDoc(record.origin, record.doc, component, code, reason, finalizer);
+  }
+
+  private deadLetterDoc(origin: RecordOrigin, doc: JsonObject | undefined, component: string, code: string, reason: string, finalizer: Finalizer): void {
+    this.log.warn('record sent to the dead letters', { component, code, reason, file: origin.file, offset: origin.offset });
+    this.writeDeadLetter({ code, reason, component, origin, doc }, finalizer);
   }
 }
 
@@ -576,4 +656,8 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+function isThenable(value: unknown): value is PromiseLike<TransformResult> {
+  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function';
 }

@@ -32,6 +32,8 @@ export interface PoolTask {
   readonly offset: number;
   readonly length: number;
   readonly origin: RecordOrigin;
+  /** The source's max_depth for this line (LineLimits.maxDepth). */
+  readonly maxDepth?: number | undefined;
 }
 
 /**
@@ -40,7 +42,8 @@ export interface PoolTask {
  */
 export type PoolEvent =
   | { readonly kind: 'deliver'; readonly sink: string; readonly key?: string; readonly body: Uint8Array; readonly gzip?: Uint8Array }
-  | { readonly kind: 'dead_letter'; readonly component: string; readonly code: string; readonly reason: string; readonly docJson: string }
+  /** `docJson` is missing when the document could not be serialized (the dead letter says why). */
+  | { readonly kind: 'dead_letter'; readonly component: string; readonly code: string; readonly reason: string; readonly docJson?: string | undefined }
   | { readonly kind: 'dropped'; readonly transform: string };
 
 export type PoolOutcome =

@@ -1,6 +1,6 @@
 import { gzipSync } from 'node:zlib';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { transformFailure } from '../errors.js';
+import { errorMessage, transformFailure, unprocessable } from '../errors.js';
 import { loadPlugins } from '../plugin/load.js';
 import { bodyFrom } from '../records/body.js';
 import { decodeLine, lineReference, parseText, utf8Problem } from '../records/parse.js';
@@ -13,6 +13,7 @@ import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { SecretScrubber } from './secrets.js';
 import { transferable, type PoolEvent, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
+import { NOT_A_RECORD, isRecordLike } from './record-shape.js';
 import type { ComponentDefinition, JsonObject, LogRecord, SourceText, Transform, TransformResult } from './types.js';
 
 /**
@@ -86,7 +87,16 @@ class Bodies {
 async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: LogRecord, bodies: Bodies, events: PoolEvent[]): Promise<void> {
   for (const consumer of consumers.get(fromId) ?? []) {
     if (consumer.kind === 'sink') {
-      const body = bodies.body(record.doc);
+      // A body that cannot be made (a plugin built a document too deep for JSON.stringify) is this
+      // record's dead letter at that sink, as on the main thread.
+      let body: Uint8Array;
+      try {
+        body = bodies.body(record.doc);
+      } catch (err) {
+        const { code, reason } = unprocessable(err, 'the document could not be serialized for this sink');
+        events.push(deadLetterEvent(consumer.id, code, reason, record));
+        continue;
+      }
       events.push({ kind: 'deliver', sink: consumer.id, key: record.key, body, gzip: consumer.gzip ? bodies.gzip(body) : undefined });
       continue;
     }
@@ -95,14 +105,28 @@ async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: 
       result = await consumer.transform.process(record);
     } catch (err) {
       const { code, reason } = transformFailure(err);
-      events.push({ kind: 'dead_letter', component: consumer.id, code, reason, docJson: deadLetterJson(record.doc) });
+      events.push(deadLetterEvent(consumer.id, code, reason, record));
       continue;
     }
     if (result === null || (Array.isArray(result) && result.length === 0)) {
       events.push({ kind: 'dropped', transform: consumer.id });
       continue;
     }
-    for (const next of Array.isArray(result) ? result : [result]) await walk(consumers, consumer.id, next, bodies, events);
+    const next = Array.isArray(result) ? result : [result];
+    if (!next.every(isRecordLike)) {
+      events.push(deadLetterEvent(consumer.id, 'LF_TRANSFORM_FAILED', NOT_A_RECORD, record));
+      continue;
+    }
+    for (const r of next) await walk(consumers, consumer.id, r, bodies, events);
+  }
+}
+
+/** A dead letter at `component`; a document that cannot be serialized is left out, and the reason says so. */
+function deadLetterEvent(component: string, code: string, reason: string, record: LogRecord): PoolEvent {
+  try {
+    return { kind: 'dead_letter', component, code, reason, docJson: deadLetterJson(record.doc) };
+  } catch (err) {
+    return { kind: 'dead_letter', component, code, reason: `${reason} (the document could not be written into the dead letter: ${errorMessage(err)})` };
   }
 }
 
@@ -115,6 +139,18 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
   graph ??= buildGraph(workerData as PoolSetup);
   const consumers = await graph;
   if (task === 'warm-up') return undefined;
+  try {
+    return await prepare(consumers, task);
+  } catch (err) {
+    // Whatever else threw on this line is its dead letter; the worker goes on with the next one.
+    // No text: it may hold values mask_data protects. The origin still points at the line.
+    metrics.perComponent.clear();
+    const outcome: PoolOutcome = { ok: false, ...unprocessable(err) };
+    return outcome;
+  }
+}
+
+async function prepare(consumers: Map<string, Consumer[]>, task: PoolTask): Promise<unknown> {
   const line = new Uint8Array(task.bytes, task.offset, task.length);
   const text = decodeLine(line);
   if (text === undefined) {
@@ -128,7 +164,7 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
     return outcome;
   }
   // The line was transferred here, so it is kept as is: an unchanged document's body is the line itself.
-  const parsed = parseText(text, task.origin, line, true);
+  const parsed = parseText(text, task.origin, line, { maxDepth: task.maxDepth, ownedBytes: true });
   if (!parsed.ok) {
     const outcome: PoolOutcome = {
       ok: false,
@@ -143,15 +179,7 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
   const { record } = parsed;
   const bodies = new Bodies(record.sourceText);
   const events: PoolEvent[] = [];
-  try {
-    await walk(consumers, task.sourceId, record, bodies, events);
-  } catch (err) {
-    // Only something like nesting deeper than the stack gets here (transform errors are events).
-    // No text: it may hold values mask_data protects. The origin still points at the line.
-    const outcome: PoolOutcome = { ok: false, code: 'LF_RECORD_INVALID', reason: `record cannot be processed: ${(err as Error).message}` };
-    metrics.perComponent.clear();
-    return outcome;
-  }
+  await walk(consumers, task.sourceId, record, bodies, events);
   const counts: [string, string, number][] = [];
   for (const [component, counters] of metrics.perComponent) {
     for (const [name, by] of Object.entries(counters)) counts.push([component, name, by]);

@@ -120,9 +120,9 @@ export class RecordPool {
    * Hands a line to a worker. The line's memory moves to the worker: the caller must not use it
    * again. A line that shares its ArrayBuffer with other data (a view of a read buffer) is copied.
    */
-  prepare(sourceId: string, line: Uint8Array, origin: RecordOrigin): Promise<PoolOutcome> {
+  prepare(sourceId: string, line: Uint8Array, origin: RecordOrigin, maxDepth?: number): Promise<PoolOutcome> {
     const bytes = transferable(line).buffer;
-    const task: PoolTask = { sourceId, bytes, offset: 0, length: line.byteLength, origin };
+    const task: PoolTask = { sourceId, bytes, offset: 0, length: line.byteLength, origin, maxDepth };
     this.queued++;
     return (this.piscina.run(task, { transferList: [bytes] }) as Promise<PoolOutcome>).finally(() => {
       this.queued--;

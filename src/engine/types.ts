@@ -39,6 +39,26 @@ export interface LogRecord {
    * the text it was read as (see records/body.ts). Transforms pass it on untouched (`...record`).
    */
   readonly sourceText?: SourceText;
+  /**
+   * The numbers key parts are made of (`id`, `flow_id`, `report.workato.job_context.user_id`,
+   * `team.id`) as written in the line, for those whose text is not what String() gives of the
+   * parsed double: beyond 2^53, `1E2`, `1.0`, `-0`, `1e400`. Undefined for almost every record.
+   * A key uses a text only while the doc still holds the value it was parsed as.
+   */
+  readonly writtenNumbers?: WrittenNumbers;
+}
+
+/** Paths of the numbers that key parts are made of (see LogRecord.writtenNumbers). */
+export type KeyNumberPath = 'id' | 'flow_id' | 'report.workato.job_context.user_id' | 'team.id';
+export type WrittenNumbers = Readonly<Partial<Record<KeyNumberPath, { readonly value: number; readonly text: string }>>>;
+
+/** Per-line limits a source passes to `emitLine`. */
+export interface LineLimits {
+  /**
+   * Deepest nesting of objects and arrays a line may have (`{}` is 1); a deeper line is a dead
+   * letter (LF_RECORD_TOO_DEEP) before it is parsed. Default 64.
+   */
+  readonly maxDepth?: number;
 }
 
 /**
@@ -97,8 +117,9 @@ export interface SourceContext extends ComponentContext {
    * worker pool when it is large. Lines that are not records go to the dead letters. Same promise
    * and `onFinal` contract as `emit`. The pipeline may take over the line's memory (it is moved to
    * a worker), so the caller must not reuse the bytes; a view of a reusable read buffer is copied.
+   * `limits` (pass the same object every time) bounds what a line may be; see LineLimits.
    */
-  emitLine(line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void>;
+  emitLine(line: Uint8Array, origin: RecordOrigin, onFinal: () => void, limits?: LineLimits): Promise<void>;
   /** Writes a line that could not become a record to the dead letters; resolves when durable. */
   deadLetter(entry: DeadLetterInput): Promise<void>;
   /**

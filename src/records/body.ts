@@ -111,10 +111,11 @@ let maskDataKeysCounted = 0;
  * counts are the ones isFaithfulText always made; counting the `mask_data` keys on the way costs
  * one comparison per key, and tells the rare document whose masking must look deeper.
  */
-export function checkText(text: string, doc: JsonObject): number {
+export function checkText(text: string, doc: JsonObject, textKeys?: number): number {
   try {
     maskDataKeysCounted = 0;
-    if (countTextKeys(text) !== countDocKeys(doc)) return TEXT_DUPLICATE_KEYS;
+    // parse.ts counted the text's keys already, in its structure scan: that saves a pass.
+    if ((textKeys ?? countTextKeys(text)) !== countDocKeys(doc)) return TEXT_DUPLICATE_KEYS;
     return maskDataKeysCounted === stepMaskDataKeys(doc) ? TEXT_FAITHFUL : TEXT_NESTED_MASK_DATA;
   } catch {
     // Nesting deeper than the stack: not worth an exact answer, the document is serialized instead.

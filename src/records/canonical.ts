@@ -1,15 +1,143 @@
 import { createHash } from 'node:crypto';
 import type { JsonValue } from '../engine/types.js';
+import { stringEnd } from './splice.js';
 
-/** JSON with object keys sorted at every depth, so equal documents give equal bytes. */
-export function canonicalJson(value: JsonValue): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return '[' + value.map(canonicalJson).join(',') + ']';
-  const keys = Object.keys(value).sort();
-  return '{' + keys.map((k) => JSON.stringify(k) + ':' + canonicalJson(value[k] as JsonValue)).join(',') + '}';
+/**
+ * Canonical JSON: object keys sorted at every depth (JavaScript's default string order of the
+ * decoded key), strings as JSON.stringify writes them, no spaces, so equal documents give equal
+ * bytes. Both versions below are iterative: a document of any depth costs heap, never stack.
+ */
+
+/**
+ * The canonical JSON of a line's text, with every number kept exactly as written: 9007199254740993
+ * and 9007199254740992 stay different, and so do `1E2` and `100`. A key given twice keeps its last
+ * value, as JSON.parse does. For a document whose numbers are written as JSON.stringify would
+ * write them, this is the same text as `canonicalJson(JSON.parse(text))`, so digests made before
+ * did not change. Only meaningful for text JSON.parse accepted.
+ */
+/** With the u flag a surrogate pair is one code point, so this matches only a lone surrogate. */
+const LONE_SURROGATE = /[\ud800-\udfff]/u;
+
+export function canonicalText(text: string): string {
+  type Frame = { readonly members: Map<string, string>; key: string | undefined } | { readonly items: string[] };
+  const stack: Frame[] = [];
+  let result = '';
+  const emit = (value: string): void => {
+    const top = stack[stack.length - 1];
+    if (top === undefined) result = value;
+    else if ('items' in top) top.items.push(value);
+    else {
+      top.members.set(top.key as string, value);
+      top.key = undefined;
+    }
+  };
+  const length = text.length;
+  let i = 0;
+  while (i < length) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      const end = stringEnd(text, i);
+      const raw = text.slice(i + 1, end);
+      const decoded = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
+      const top = stack[stack.length - 1];
+      if (top !== undefined && !('items' in top) && top.key === undefined) top.key = decoded;
+      // A string without escapes is written as is, unless it holds a lone surrogate (escaped by JSON.stringify).
+      else emit(decoded === raw && !LONE_SURROGATE.test(raw) ? text.slice(i, end + 1) : JSON.stringify(decoded));
+      i = end + 1;
+    } else if (c === 0x7b /* { */) {
+      stack.push({ members: new Map(), key: undefined });
+      i++;
+    } else if (c === 0x5b /* [ */) {
+      stack.push({ items: [] });
+      i++;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      const frame = stack.pop()!;
+      if ('items' in frame) emit('[' + frame.items.join(',') + ']');
+      else emit('{' + [...frame.members.keys()].sort().map((key) => JSON.stringify(key) + ':' + frame.members.get(key)!).join(',') + '}');
+      i++;
+    } else if (c === 0x2c || c === 0x3a || c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) {
+      i++;
+    } else {
+      // A number (kept as written), true, false or null: up to the next delimiter.
+      let end = i + 1;
+      for (let d = text.charCodeAt(end); end < length && d !== 0x2c && d !== 0x7d && d !== 0x5d && d !== 0x20 && d !== 0x0a && d !== 0x0d && d !== 0x09; d = text.charCodeAt(++end));
+      emit(text.slice(i, end));
+      i = end;
+    }
+  }
+  return result;
 }
 
-/** First 16 hex characters of SHA-256 over the canonical JSON of the value. */
+/**
+ * The canonical JSON of a document, for records that have no text (built by a plugin): numbers are
+ * what the doubles hold, so two numbers that were already one double cannot be told apart here.
+ * Distinct doubles never collide: -0 is written `-0`, and non-finite numbers (1e400 parses to
+ * Infinity) as `Infinity`, `-Infinity`, `NaN`, which no JSON text can be.
+ */
+export function canonicalJson(value: JsonValue): string {
+  type Frame = { readonly open: string; readonly close: string; readonly parts: string[]; readonly container: object; readonly entries: [string | undefined, unknown][]; index: number };
+  const ancestors = new Set<object>();
+  const stack: Frame[] = [];
+  let result = '';
+  const emit = (text: string): void => {
+    const top = stack[stack.length - 1];
+    if (top === undefined) {
+      result = text;
+      return;
+    }
+    const key = top.entries[top.index - 1]![0];
+    top.parts.push(key === undefined ? text : JSON.stringify(key) + ':' + text);
+  };
+  const visit = (item: unknown, inArray: boolean): void => {
+    if (item !== null && typeof item === 'object') {
+      if (ancestors.has(item)) throw new TypeError('cannot write the canonical JSON of a document that contains itself');
+      ancestors.add(item);
+      if (Array.isArray(item)) {
+        stack.push({ open: '[', close: ']', parts: [], container: item, entries: item.map((v) => [undefined, v]), index: 0 });
+      } else {
+        const record = item as Record<string, unknown>;
+        const entries = Object.keys(record)
+          .sort()
+          .filter((k) => !isSkipped(record[k]))
+          .map((k): [string, unknown] => [k, record[k]]);
+        stack.push({ open: '{', close: '}', parts: [], container: item, entries, index: 0 });
+      }
+      return;
+    }
+    emit(isSkipped(item) ? (inArray ? 'null' : '') : scalar(item));
+  };
+  visit(value, false);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    if (top.index < top.entries.length) {
+      const [, item] = top.entries[top.index++]!;
+      visit(item, top.open === '[');
+      continue;
+    }
+    stack.pop();
+    ancestors.delete(top.container);
+    emit(top.open + top.parts.join(',') + top.close);
+  }
+  return result;
+}
+
+function isSkipped(value: unknown): boolean {
+  return value === undefined || typeof value === 'function' || typeof value === 'symbol';
+}
+
+function scalar(value: unknown): string {
+  // String() is JSON.stringify for finite numbers, and gives Infinity, -Infinity and NaN for the others.
+  if (typeof value === 'number') return Object.is(value, -0) ? '-0' : String(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  return JSON.stringify(value);
+}
+
+/** First 16 hex characters of SHA-256 over the canonical JSON of the value (records without text). */
 export function contentDigest(value: JsonValue): string {
   return createHash('sha256').update(canonicalJson(value)).digest('hex').slice(0, 16);
+}
+
+/** First 16 hex characters of SHA-256 over the canonical JSON of a line's text, numbers as written. */
+export function textDigest(text: string): string {
+  return createHash('sha256').update(canonicalText(text)).digest('hex').slice(0, 16);
 }

@@ -1,8 +1,8 @@
 import { LogferryError, RecordError } from '../errors.js';
-import type { JsonObject, JsonValue, LogRecord } from '../engine/types.js';
+import type { JsonObject, JsonValue, LogRecord, WrittenNumbers } from '../engine/types.js';
 import type { PathFormatOptions } from '../transforms/path-format.js';
 import { contentDigest } from './canonical.js';
-import { classify } from './parse.js';
+import { JOB_ID_TEXT, classify, describe, numberText } from './parse.js';
 
 /**
  * Object keys for records. The default layouts are the ones the job history replication and audit
@@ -174,29 +174,29 @@ const compiledByOptions = new WeakMap<PathFormatOptions, CompiledKeyTemplates>()
  * The key of a standalone document (e.g. `logferry key job.json`). Returns null for a job that is
  * not final yet; throws RecordError when the document cannot have a safe key.
  */
-export function keyForDocument(doc: JsonObject, options: PathFormatOptions, receivedDigest?: string): string | null {
+export function keyForDocument(doc: JsonObject, options: PathFormatOptions, receivedDigest?: string, written?: WrittenNumbers): string | null {
   let compiled = compiledByOptions.get(options);
   if (!compiled) {
     compiled = compileKeyTemplates(options);
     compiledByOptions.set(options, compiled);
   }
-  const kind = classify(doc);
+  const kind = classify(doc, written);
   if (typeof kind !== 'string') throw kind;
-  return kind === 'job' ? jobKey(doc, compiled) : activityKey(doc, receivedDigest ?? contentDigest(doc), compiled);
+  return kind === 'job' ? jobKey(doc, compiled, written) : activityKey(doc, receivedDigest ?? contentDigest(doc), compiled, written);
 }
 
 /** The key of a record in the pipeline, or null when the record is a job that is not final. */
 export function keyForRecord(record: LogRecord, compiled: CompiledKeyTemplates): string | null {
-  if (record.kind === 'job') return jobKey(record.doc, compiled);
-  return activityKey(record.doc, record.receivedDigest ?? contentDigest(record.doc), compiled);
+  if (record.kind === 'job') return jobKey(record.doc, compiled, record.writtenNumbers);
+  return activityKey(record.doc, record.receivedDigest ?? contentDigest(record.doc), compiled, record.writtenNumbers);
 }
 
-function jobKey(doc: JsonObject, compiled: CompiledKeyTemplates): string | null {
+function jobKey(doc: JsonObject, compiled: CompiledKeyTemplates, written: WrittenNumbers | undefined): string | null {
   const status = finalStatus(doc.status);
   if (status === null) return null;
   const template = compiled.job;
-  const recipeId = String(jobInteger(doc, 'flow_id'));
-  const jobId = jobInteger(doc, 'id');
+  const recipeId = String(jobInteger(doc, 'flow_id', written));
+  const jobId = jobInteger(doc, 'id', written);
   // One object literal with every field, so each record's values share one hidden class.
   const values: Record<JobPlaceholder, string | undefined> = {
     status,
@@ -204,7 +204,7 @@ function jobKey(doc: JsonObject, compiled: CompiledKeyTemplates): string | null 
     flow_id: recipeId,
     job_id: String(jobId),
     formatted_job_id: template.uses.has('formatted_job_id') ? formatJobId(jobId) : undefined,
-    user_id: template.uses.has('user_id') ? jobUserId(doc, compiled.fallbackUserId) : undefined,
+    user_id: template.uses.has('user_id') ? jobUserId(doc, compiled.fallbackUserId, written) : undefined,
     date: undefined,
     datetime: undefined,
     year: undefined,
@@ -215,14 +215,14 @@ function jobKey(doc: JsonObject, compiled: CompiledKeyTemplates): string | null 
   return render(template, values);
 }
 
-function activityKey(doc: JsonObject, digest: string, compiled: CompiledKeyTemplates): string {
+function activityKey(doc: JsonObject, digest: string, compiled: CompiledKeyTemplates, written: WrittenNumbers | undefined): string {
   const template = compiled.activity;
   const event = doc.event;
   if (typeof event !== 'string') {
     throw new RecordError('LF_RECORD_INVALID', 'activity event has no string `event`');
   }
   const values: Record<ActivityPlaceholder, string | undefined> = {
-    team_id: teamId(doc),
+    team_id: teamId(doc, written),
     event,
     digest,
     date: undefined,
@@ -245,13 +245,20 @@ function finalStatus(status: JsonValue | undefined): 'succeeded' | 'failed' | nu
   return null;
 }
 
-function jobInteger(doc: JsonObject, field: 'id' | 'flow_id'): number {
+/** The id's digits as written in the line (never a rounded double); see parse.ts classify. */
+function jobInteger(doc: JsonObject, field: 'id' | 'flow_id', written: WrittenNumbers | undefined): number | string {
   const value = doc[field];
+  // The common case, kept a number so formatJobId cuts it into folders with arithmetic.
+  if (written === undefined && typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 && !Object.is(value, -0)) return value;
   // parse.ts checked this already, but a plugin transform upstream may have built the record itself.
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw new RecordError('LF_RECORD_INVALID', `job field \`${field}\` must be a non-negative integer, got ${describeValue(value)}`);
+  const text = typeof value === 'number' ? numberText(value, written?.[field]) : undefined;
+  if (text === undefined || !JOB_ID_TEXT.test(text)) {
+    throw new RecordError(
+      'LF_RECORD_INVALID',
+      `job field \`${field}\` must be a non-negative integer written in at most 21 digits, got ${describe(value, written?.[field])}`,
+    );
   }
-  return value;
+  return text;
 }
 
 /**
@@ -297,8 +304,8 @@ const THREE_DIGITS: readonly string[] = Array.from({ length: 1000 }, (_, n) => S
 /** The first two of the seven folders, zero for every id below 10^15. */
 const LEADING_ZERO_FOLDERS = '000/000/';
 
-function jobUserId(doc: JsonObject, fallback: string | undefined): string {
-  const fromReport = jobContextUserId(doc);
+function jobUserId(doc: JsonObject, fallback: string | undefined, written: WrittenNumbers | undefined): string {
+  const fromReport = jobContextUserId(doc, written);
   if (fromReport !== undefined) return fromReport;
   if (fallback !== undefined) return fallback;
   throw new RecordError(
@@ -309,25 +316,37 @@ function jobUserId(doc: JsonObject, fallback: string | undefined): string {
 }
 
 /** The user id Workato writes into the job report, or undefined when the report does not carry one. */
-function jobContextUserId(doc: JsonObject): string | undefined {
+function jobContextUserId(doc: JsonObject, written: WrittenNumbers | undefined): string | undefined {
   const context = objectAt(objectAt(objectAt(doc, 'report'), 'workato'), 'job_context');
   const userId = context?.user_id;
   if (userId === undefined || userId === null) return undefined;
-  if (typeof userId === 'number' && Number.isSafeInteger(userId) && userId >= 0) return String(userId);
-  if (typeof userId === 'string' && DIGITS.test(userId)) return userId;
+  const asWritten = written?.['report.workato.job_context.user_id'];
+  if (typeof userId === 'number') {
+    // The digits as written: a user id beyond 2^53 is not rounded, and `1E2` or `1.0` is not taken for 100 or 1.
+    const text = numberText(userId, asWritten);
+    if (text !== undefined && JOB_ID_TEXT.test(text)) return text;
+  } else if (typeof userId === 'string' && DIGITS.test(userId) && userId.length <= FORMATTED_JOB_ID_DIGITS) return userId;
   throw new RecordError(
     'LF_RECORD_INVALID',
-    `job field \`report.workato.job_context.user_id\` must be a non-negative integer or a string of digits, got ${describeValue(userId)}`,
+    `job field \`report.workato.job_context.user_id\` must be a non-negative integer or a string of at most 21 digits, got ${describe(userId, asWritten)}`,
   );
 }
 
-function teamId(doc: JsonObject): string {
+/**
+ * A number is used as written (`1E2` stays `1E2`, 1e400 stays `1e400`); a record without its text
+ * (built by a plugin) gives String() of the double, `-0` for -0. The key part check refuses
+ * characters like `+` that a number's text may hold.
+ */
+function teamId(doc: JsonObject, written: WrittenNumbers | undefined): string {
   const id = objectAt(doc, 'team')?.id;
   if (typeof id === 'string') return id;
-  if (typeof id === 'number' && Number.isFinite(id)) return String(id);
+  if (typeof id === 'number') {
+    const text = numberText(id, written?.['team.id']) ?? (Number.isFinite(id) ? String(id) : undefined);
+    if (text !== undefined) return text;
+  }
   throw new RecordError(
     'LF_RECORD_INVALID',
-    `activity event needs \`team.id\` (a number or string) for its key, got ${describeValue(id)}`,
+    `activity event needs \`team.id\` (a number or string) for its key, got ${describe(id, written?.['team.id'])}`,
   );
 }
 
@@ -373,7 +392,12 @@ function parseTimeParts(value: JsonValue | undefined, field: string): Record<key
     );
   }
   const instant = new Date(epochMs);
-  const year = String(instant.getUTCFullYear()).padStart(4, '0');
+  const utcYear = instant.getUTCFullYear();
+  // The offset can carry 0000-01-01 into year -1 and 9999-12-31 into 10000: no four-digit folder exists for those.
+  if (!(utcYear >= 0 && utcYear <= 9999)) {
+    throw new RecordError('LF_RECORD_BAD_TIME', `${field} ${describeValue(value)} is outside the years 0000-9999 in UTC`);
+  }
+  const year = String(utcYear).padStart(4, '0');
   const month = twoDigits(instant.getUTCMonth() + 1);
   const day = twoDigits(instant.getUTCDate());
   const date = year + month + day;
@@ -428,7 +452,13 @@ function assertSafeKeyPart(name: string, value: string): void {
 
 function describeValue(value: unknown): string {
   if (value === undefined) return 'nothing (missing)';
-  const json = JSON.stringify(value) ?? String(value);
+  if (typeof value === 'number') return describe(value);
+  let json: string;
+  try {
+    json = JSON.stringify(value) ?? String(value);
+  } catch {
+    json = '(cannot be shown)';
+  }
   const type = Array.isArray(value) ? 'array' : value === null ? 'null' : typeof value;
   return `${type} ${json.length > 60 ? json.slice(0, 60) + '…' : json}`;
 }

@@ -1,11 +1,21 @@
 import { isAscii } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { RecordError } from '../errors.js';
-import type { JsonObject, LineReference, LogRecord, RecordKind, RecordOrigin } from '../engine/types.js';
+import type { JsonObject, JsonValue, KeyNumberPath, LineReference, LogRecord, RecordKind, RecordOrigin, WrittenNumbers } from '../engine/types.js';
 import { checkText, sourceTextOf, TEXT_DUPLICATE_KEYS, TEXT_NESTED_MASK_DATA } from './body.js';
-import { contentDigest } from './canonical.js';
+import { textDigest } from './canonical.js';
 import { findJsonProblem, parseKeepingMaskData } from './json-text.js';
 import { markNestedMaskData } from './mask.js';
+import { DEFAULT_MAX_DEPTH, WATCHED_NUMBERS, scanStructure } from './structure.js';
+
+export interface ParseOptions {
+  /** Deepest nesting allowed (see LineLimits.maxDepth); DEFAULT_MAX_DEPTH when undefined. */
+  readonly maxDepth?: number | undefined;
+  /** The caller owns `bytes` (the pool worker, which got them transferred): they are kept, not copied. */
+  readonly ownedBytes?: boolean;
+}
+
+const NO_OPTIONS: ParseOptions = {};
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -46,7 +56,7 @@ export function lineReference(line: Uint8Array | string): LineReference {
  * A copy of the line is kept with the record (`sourceText`), so sinks can write the document from
  * the text it was read as instead of serializing it again (see body.ts).
  */
-export function parseLine(line: Uint8Array, origin: RecordOrigin): ParseResult {
+export function parseLine(line: Uint8Array, origin: RecordOrigin, options: ParseOptions = NO_OPTIONS): ParseResult {
   const text = decodeLine(line);
   if (text === undefined) {
     return {
@@ -56,7 +66,7 @@ export function parseLine(line: Uint8Array, origin: RecordOrigin): ParseResult {
       line: lineReference(line),
     };
   }
-  return parseText(text, origin, line);
+  return parseText(text, origin, line, options);
 }
 
 /** Where the first byte that breaks UTF-8 is, for the dead letter's reason (it quotes nothing). */
@@ -95,10 +105,27 @@ export function utf8Problem(bytes: Uint8Array): string {
 }
 
 /**
- * As parseLine, from text; with the bytes the text was decoded from, the record keeps both (see
- * body.ts). `owned` says the caller hands the bytes over (the pool worker), so they are not copied.
+ * As parseLine, from text; with the bytes the text was decoded from, the record keeps both (see body.ts).
+ *
+ * Before JSON.parse, one pass over the structural text (structure.ts) checks the nesting against
+ * `maxDepth`, so no deeper document exists to overflow a recursive step further on, counts the
+ * keys (which tells whether the text can stand for the document) and notes where the numbers key
+ * parts are made of are written.
  */
-export function parseText(text: string, origin: RecordOrigin, bytes?: Uint8Array, owned = false): ParseResult {
+export function parseText(text: string, origin: RecordOrigin, bytes?: Uint8Array, options: ParseOptions = NO_OPTIONS): ParseResult {
+  const maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
+  const structure = scanStructure(text, maxDepth);
+  if (structure.tooDeep) {
+    // No text: the line was not parsed, so mask_data could not be applied to it. The origin finds it.
+    return {
+      ok: false,
+      error: new RecordError(
+        'LF_RECORD_TOO_DEEP',
+        `line nests objects and arrays deeper than max_depth (${maxDepth}): depth ${structure.depth} at character ${structure.tooDeepAt} of ${text.length}`,
+      ),
+      line: lineReference(bytes ?? text),
+    };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -119,16 +146,18 @@ export function parseText(text: string, origin: RecordOrigin, bytes?: Uint8Array
     };
   }
   // Whether a key is given twice, and whether mask_data appears off the elements of `lines`.
-  const checked = checkText(text, value as JsonObject);
+  const checked = checkText(text, value as JsonObject, structure.keys);
   let doc = value as JsonObject;
   if (checked === TEXT_DUPLICATE_KEYS) doc = parseWithMaskDataRule(text);
   else if (checked === TEXT_NESTED_MASK_DATA) markNestedMaskData(doc);
-  const kind = classify(doc);
+  const writtenNumbers = writtenNumbersOf(text, structure.numbers, doc);
+  const kind = classify(doc, writtenNumbers);
   if (typeof kind !== 'string') return { ok: false, error: kind, doc };
-  const receivedDigest = kind === 'activity' ? contentDigest(doc) : undefined;
-  const sourceText = bytes === undefined ? undefined : sourceTextOf(doc, text, bytes, owned, checked !== TEXT_DUPLICATE_KEYS);
+  // From the text, numbers as written: two events that differ only beyond 2^53 get different digests.
+  const receivedDigest = kind === 'activity' ? textDigest(text) : undefined;
+  const sourceText = bytes === undefined ? undefined : sourceTextOf(doc, text, bytes, options.ownedBytes, checked !== TEXT_DUPLICATE_KEYS);
   // One object literal, so every parsed record has the same shape.
-  const record: LogRecord = { kind, doc, origin, receivedDigest, sourceText };
+  const record: LogRecord = { kind, doc, origin, receivedDigest, sourceText, writtenNumbers };
   return { ok: true, record };
 }
 
@@ -143,8 +172,55 @@ function parseWithMaskDataRule(text: string): JsonObject {
   return maskDataKeys > 0 ? markNestedMaskData(doc) : doc;
 }
 
-/** A job has integer `id` and `flow_id`; an activity event has a string `event`. */
-export function classify(doc: JsonObject): RecordKind | RecordError {
+/**
+ * The texts of the key numbers that String() would not give back as written. The spans come from
+ * the structure scan (last occurrence of each path, as JSON.parse keeps), and a text is kept only
+ * while the doc holds a number there, so a stale span of a replaced duplicate is never used.
+ */
+function writtenNumbersOf(text: string, spans: readonly number[] | undefined, doc: JsonObject): WrittenNumbers | undefined {
+  if (spans === undefined) return undefined;
+  let written: Partial<Record<KeyNumberPath, { value: number; text: string }>> | undefined;
+  for (let index = 0; index < WATCHED_NUMBERS.length; index++) {
+    const start = spans[index * 2]!;
+    if (start < 0) continue;
+    const end = spans[index * 2 + 1]!;
+    const path = WATCHED_NUMBERS[index]!;
+    const value = valueAt(doc, path);
+    if (typeof value !== 'number') continue;
+    written ??= {};
+    written[path] = { value, text: text.slice(start, end) };
+  }
+  return written;
+}
+
+function valueAt(doc: JsonObject, path: string): JsonValue | undefined {
+  let value: JsonValue | undefined = doc;
+  for (const segment of path.split('.')) {
+    if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, segment)) return undefined;
+    value = value[segment];
+  }
+  return value;
+}
+
+/**
+ * A number's text for a key: as written when the record has it and the doc still holds the value
+ * it was parsed as; otherwise String() of a safe integer (exact); otherwise undefined, because
+ * the digits of a double beyond 2^53 that was not read from a line are not known.
+ */
+export function numberText(value: number, written: { readonly value: number; readonly text: string } | undefined): string | undefined {
+  if (written !== undefined && Object.is(written.value, value)) return written.text;
+  if (Object.is(value, -0)) return '-0';
+  return Number.isSafeInteger(value) ? String(value) : undefined;
+}
+
+/** How a job id must be written: digits, no sign, no fraction or exponent, at most 21 of them. */
+export const JOB_ID_TEXT = /^(?:0|[1-9][0-9]{0,20})$/;
+
+/**
+ * A job has integer `id` and `flow_id` (plain digits as written, any size up to 21 digits: never
+ * rounded to a double); an activity event has a string `event`.
+ */
+export function classify(doc: JsonObject, written?: WrittenNumbers): RecordKind | RecordError {
   if (typeof doc.event === 'string') {
     if (doc.event.length === 0) return new RecordError('LF_RECORD_INVALID', 'activity event has an empty `event` name');
     return 'activity';
@@ -152,10 +228,11 @@ export function classify(doc: JsonObject): RecordKind | RecordError {
   if ('id' in doc || 'flow_id' in doc) {
     for (const field of ['id', 'flow_id'] as const) {
       const v = doc[field];
-      if (!Number.isSafeInteger(v) || (v as number) < 0) {
+      const text = typeof v === 'number' ? numberText(v, written?.[field]) : undefined;
+      if (text === undefined || !JOB_ID_TEXT.test(text)) {
         return new RecordError(
           'LF_RECORD_INVALID',
-          `job field \`${field}\` must be a non-negative integer, got ${describe(v)}`,
+          `job field \`${field}\` must be a non-negative integer written in at most 21 digits, got ${describe(v, written?.[field])}`,
         );
       }
     }
@@ -170,8 +247,17 @@ export function classify(doc: JsonObject): RecordKind | RecordError {
   );
 }
 
-function describe(v: unknown): string {
+/** The value for a message: a number as written in the line when known (`1e400`, not `null`). */
+export function describe(v: unknown, written?: { readonly value: number; readonly text: string }): string {
   if (v === undefined) return 'nothing (missing)';
-  const json = JSON.stringify(v) ?? String(v);
-  return `${Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v} ${json.length > 40 ? json.slice(0, 40) + '…' : json}`;
+  let shown: string;
+  if (typeof v === 'number') shown = written !== undefined && Object.is(written.value, v) ? written.text : Object.is(v, -0) ? '-0' : String(v);
+  else {
+    try {
+      shown = JSON.stringify(v) ?? String(v);
+    } catch {
+      shown = '(cannot be shown)';
+    }
+  }
+  return `${Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v} ${shown.length > 40 ? shown.slice(0, 40) + '…' : shown}`;
 }

@@ -7,7 +7,8 @@ import { glob, globSync, isDynamicPattern, type GlobOptions } from 'tinyglobby';
 import { z } from 'zod';
 import { HOUR_MS, MiB, MINUTE_MS, pathSchema } from '../config/limits.js';
 import { OffsetTracker } from '../engine/offsets.js';
-import type { ComponentDefinition, PreflightProblem, Source, SourceContext } from '../engine/types.js';
+import type { ComponentDefinition, LineLimits, PreflightProblem, Source, SourceContext } from '../engine/types.js';
+import { DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH } from '../records/structure.js';
 
 /**
  * A line becomes one JavaScript string, and V8 strings stop at about 512 Mi characters; 256 MiB
@@ -32,6 +33,13 @@ export const jobLogTailSchema = z
       .max(MAX_LINE_BYTES)
       .default(8 * 1024 * 1024)
       .describe('Longer lines become dead letters; the lines after them keep flowing. At most 256 MiB.'),
+    max_depth: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_MAX_DEPTH)
+      .default(DEFAULT_MAX_DEPTH)
+      .describe('Deepest nesting of objects and arrays a line may have ({} is 1); deeper lines become dead letters (LF_RECORD_TOO_DEEP) before they are parsed.'),
     poll_interval_ms: z
       .number()
       .int()
@@ -181,8 +189,12 @@ class JobLogTail implements Source {
   private rescanRequested = false;
   private wake: (() => void) | undefined;
 
+  /** One object for every line, so handing the limits over costs nothing per line. */
+  private readonly lineLimits: LineLimits;
+
   constructor(private readonly options: JobLogTailOptions) {
     this.readBuffer = Buffer.allocUnsafe(options.read_buffer_bytes);
+    this.lineLimits = { maxDepth: options.max_depth };
   }
 
   checkpoint(): TailCheckpoint {
@@ -528,7 +540,7 @@ class JobLogTail implements Source {
     }
     const origin = { source: this.ctx.id, file: file.path, offset: start };
     // The engine parses the line (inline or on the worker pool) and dead-letters what is not a record.
-    await this.ctx.emitLine(line, origin, file.tracker.track(end));
+    await this.ctx.emitLine(line, origin, file.tracker.track(end), this.lineLimits);
   }
 
   /** Closes rotated-away files that are read to their end and fully acknowledged. */
