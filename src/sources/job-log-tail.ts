@@ -6,6 +6,7 @@ import { glob } from 'tinyglobby';
 import { z } from 'zod';
 import { OffsetTracker } from '../engine/offsets.js';
 import type { ComponentDefinition, Source, SourceContext } from '../engine/types.js';
+import { LineSplitter } from './line-splitter.js';
 
 export const jobLogTailSchema = z
   .object({
@@ -37,7 +38,6 @@ export type JobLogTailOptions = z.output<typeof jobLogTailSchema>;
 
 /** Fingerprint of the first bytes: tells a reused inode from the file that was checkpointed. */
 const FINGERPRINT_BYTES = 1024;
-const NEWLINE = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
 
 interface FileCheckpoint {
@@ -58,12 +58,8 @@ class TailedFile {
   /** Next byte to read. */
   readOffset: number;
   tracker: OffsetTracker;
-  /** Bytes of the line being assembled across reads. */
-  partial: Buffer[] = [];
-  partialBytes = 0;
-  partialStart: number;
-  /** Inside a line longer than max_line_bytes: its bytes are skipped until its newline. */
-  skippingSince: number | undefined;
+  /** Cuts what is read into lines; holds the unfinished last line. */
+  readonly lines: LineSplitter;
   /** The path now names another file, or nothing: finish this one, then let it go. */
   rotated = false;
   lastGrowth = Date.now();
@@ -80,9 +76,10 @@ class TailedFile {
     public fingerprint: string,
     public fingerprintBytes: number,
     start: number,
+    maxLineBytes: number,
   ) {
     this.readOffset = start;
-    this.partialStart = start;
+    this.lines = new LineSplitter(maxLineBytes, start);
     this.tracker = new OffsetTracker(start);
   }
 
@@ -93,10 +90,7 @@ class TailedFile {
   /** Starts over at byte 0 (copytruncate); acknowledgements of the old content no longer move anything. */
   restart(): void {
     this.readOffset = 0;
-    this.partial = [];
-    this.partialBytes = 0;
-    this.partialStart = 0;
-    this.skippingSince = undefined;
+    this.lines.reset(0);
     this.tracker = new OffsetTracker(0);
     this.atEof = false;
   }
@@ -315,7 +309,7 @@ class JobLogTail implements Source {
       }
       this.restored = this.restored.filter((c) => c !== saved);
     }
-    const file = new TailedFile(path, handle, dev, ino, current.fingerprint, current.bytes, start);
+    const file = new TailedFile(path, handle, dev, ino, current.fingerprint, current.bytes, start, this.options.max_line_bytes);
     file.size = size;
     this.ctx.log.debug('following file', { path, offset: start });
     return file;
@@ -404,69 +398,23 @@ class JobLogTail implements Source {
   }
 
   private async consume(file: TailedFile, chunk: Buffer, chunkStart: number): Promise<void> {
-    let pos = 0;
-    while (pos < chunk.length) {
-      const nl = chunk.indexOf(NEWLINE, pos);
-      if (nl === -1) {
-        this.appendPartial(file, chunk.subarray(pos), chunkStart + pos);
-        return;
-      }
-      const piece = chunk.subarray(pos, nl);
-      const lineEnd = chunkStart + nl + 1;
-      if (file.skippingSince !== undefined) {
-        await this.rejectLongLine(file, file.skippingSince, lineEnd);
-      } else if (file.partialBytes > 0) {
-        if (file.partialBytes + piece.length > this.options.max_line_bytes) {
-          await this.rejectLongLine(file, file.partialStart, lineEnd);
-        } else {
-          file.partial.push(Buffer.from(piece));
-          const line = Buffer.concat(file.partial, file.partialBytes + piece.length);
-          const start = file.partialStart;
-          file.partial = [];
-          file.partialBytes = 0;
-          await this.handleLine(file, line, start, lineEnd);
-        }
-      } else if (piece.length > this.options.max_line_bytes) {
-        await this.rejectLongLine(file, chunkStart + pos, lineEnd);
-      } else {
-        await this.handleLine(file, piece, chunkStart + pos, lineEnd);
-      }
-      pos = nl + 1;
-    }
-  }
-
-  private appendPartial(file: TailedFile, bytes: Buffer, at: number): void {
-    if (file.skippingSince !== undefined) return;
-    if (file.partialBytes === 0) file.partialStart = at;
-    if (file.partialBytes + bytes.length > this.options.max_line_bytes) {
-      // Stop holding the line in memory; its bytes are skipped up to its newline.
-      file.skippingSince = file.partialStart;
-      file.partial = [];
-      file.partialBytes = 0;
-      return;
-    }
-    // Copied: the read buffer is reused for the next read.
-    file.partial.push(Buffer.from(bytes));
-    file.partialBytes += bytes.length;
+    const lines = file.lines;
+    lines.push(chunk, chunkStart);
+    while (lines.next()) await this.handleSplit(file);
   }
 
   /** In --once mode the last line of a file counts as complete even without its newline. */
   private async flushPartialAtEnd(file: TailedFile): Promise<void> {
-    if (file.skippingSince !== undefined) {
-      await this.rejectLongLine(file, file.skippingSince, file.readOffset);
-      return;
-    }
-    if (file.partialBytes === 0) return;
-    const line = Buffer.concat(file.partial, file.partialBytes);
-    file.partial = [];
-    file.partialBytes = 0;
-    await this.handleLine(file, line, file.partialStart, file.readOffset);
+    if (file.lines.finish(file.readOffset)) await this.handleSplit(file);
+  }
+
+  private async handleSplit(file: TailedFile): Promise<void> {
+    const { lines } = file;
+    if (lines.kind === 'too_long') await this.rejectLongLine(file, lines.start, lines.end);
+    else await this.handleLine(file, lines.line, lines.start, lines.end);
   }
 
   private async rejectLongLine(file: TailedFile, start: number, end: number): Promise<void> {
-    file.skippingSince = undefined;
-    file.partial = [];
-    file.partialBytes = 0;
     const finish = file.tracker.track(end);
     // The text is not kept: holding it is what max_line_bytes protects against. The position lets
     // an operator cut the line out of the file and replay it with a larger limit.
@@ -479,9 +427,8 @@ class JobLogTail implements Source {
     finish();
   }
 
-  private async handleLine(file: TailedFile, raw: Buffer, start: number, end: number): Promise<void> {
-    let line = raw;
-    if (line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN) line = line.subarray(0, line.length - 1);
+  /** `line` is without its newline and without a CR before it (LineSplitter). */
+  private async handleLine(file: TailedFile, line: Buffer, start: number, end: number): Promise<void> {
     if (isBlank(line)) {
       file.tracker.skip(end);
       return;
@@ -494,7 +441,7 @@ class JobLogTail implements Source {
   /** Closes rotated-away files that are read to their end and fully acknowledged. */
   private async releaseFinished(): Promise<void> {
     for (const [identity, file] of this.files) {
-      if (!file.rotated || !file.atEof || file.tracker.pending > 0 || file.partialBytes > 0) continue;
+      if (!file.rotated || !file.atEof || file.tracker.pending > 0 || file.lines.holdsPartial) continue;
       const quietFor = Date.now() - file.lastGrowth;
       if (!this.ctx.once && quietFor < this.options.rotate_wait_ms) continue;
       this.files.delete(identity);
