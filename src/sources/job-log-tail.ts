@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { glob } from 'tinyglobby';
 import { z } from 'zod';
 import { OffsetTracker } from '../engine/offsets.js';
 import type { ComponentDefinition, Source, SourceContext } from '../engine/types.js';
 import { LineSplitter } from './line-splitter.js';
+import { RotationWatch, staticFolderOf } from './rotation-watch.js';
+
+export { staticFolderOf };
 
 export const jobLogTailSchema = z
   .object({
@@ -38,6 +40,8 @@ export type JobLogTailOptions = z.output<typeof jobLogTailSchema>;
 
 /** Fingerprint of the first bytes: tells a reused inode from the file that was checkpointed. */
 const FINGERPRINT_BYTES = 1024;
+/** Files finished and closed, remembered so a later rename of one does not read it again. */
+const REMEMBERED_RELEASED = 4096;
 const CARRIAGE_RETURN = 0x0d;
 
 interface FileCheckpoint {
@@ -140,10 +144,14 @@ class JobLogTail implements Source {
   private readonly readBuffer: Buffer;
   private restored: FileCheckpoint[] = [];
   private ctx!: SourceContext;
-  private readonly watchers: FSWatcher[] = [];
+  private watch: RotationWatch | undefined;
   /** A watched folder changed: expand the globs at once instead of at the next glob_interval_ms. */
   private rescanRequested = false;
   private wake: (() => void) | undefined;
+  /** Files opened on a watch event, one at a time and in event order; ready after the first scan. */
+  private adoptions: Promise<void> | undefined;
+  /** Identity -> fingerprint of files finished and closed. */
+  private readonly released = new Map<string, string>();
 
   constructor(private readonly options: JobLogTailOptions) {
     this.readBuffer = Buffer.allocUnsafe(options.read_buffer_bytes);
@@ -166,6 +174,7 @@ class JobLogTail implements Source {
       if (!ctx.once) this.watchFolders();
       await this.scan(true);
       await this.resumeRotatedAway();
+      if (!ctx.once) this.adoptions = Promise.resolve();
       let lastScan = Date.now();
       while (!ctx.signal.aborted) {
         if (!ctx.once && (this.rescanRequested || Date.now() - lastScan >= this.options.glob_interval_ms)) {
@@ -189,7 +198,8 @@ class JobLogTail implements Source {
     } catch (err) {
       if (!ctx.signal.aborted) throw err;
     } finally {
-      for (const watcher of this.watchers) watcher.close();
+      this.watch?.close();
+      this.adoptions = undefined;
       // Handles are closed only after the engine has drained; positions stay in memory for the
       // final checkpoint, which the engine writes after this returns.
       for (const file of this.files.values()) void file.handle.close().catch(() => {});
@@ -202,18 +212,78 @@ class JobLogTail implements Source {
    * Once open, a rename no longer matters: the handle follows the inode.
    */
   private watchFolders(): void {
-    const folders = new Set(this.options.include.map(staticFolderOf));
-    for (const folder of folders) {
-      try {
-        const watcher = watch(folder, { persistent: false }, () => {
-          this.rescanRequested = true;
-          this.wake?.();
-        });
-        watcher.on('error', () => watcher.close());
-        this.watchers.push(watcher);
-      } catch {
-        // The folder does not exist (yet) or cannot be watched: glob_interval_ms polling still finds files.
-      }
+    this.watch = new RotationWatch(this.options.include, this.options.exclude, {
+      matching: (path) => this.adopt(path, false),
+      renamedAway: (path) => this.adopt(path, true),
+      changed: () => {
+        this.rescanRequested = true;
+        this.wake?.();
+      },
+    });
+    this.watch.start();
+  }
+
+  /**
+   * Opens a file named in a watch event. `renamed`: it was renamed out of the globs, maybe before
+   * we ever opened it, so it is read to its end as a rotated file; only a file we do not know yet,
+   * that is not empty, starts like NDJSON and is not a copy of a file we follow (copytruncate) is
+   * taken, so an archive written later (`jobs.ndjson.1.gz`) is never read.
+   */
+  private adopt(path: string, renamed: boolean): void {
+    if (!this.adoptions) return;
+    this.adoptions = this.adoptions.then(() => this.adoptNow(path, renamed)).catch((err: unknown) => {
+      this.ctx.log.debug('could not open a file named in a watch event; the next scan looks again', { path, error: err });
+    });
+  }
+
+  private async adoptNow(path: string, renamed: boolean): Promise<void> {
+    if (this.ctx.signal.aborted || !this.adoptions) return;
+    const info = await stat(path).catch(() => undefined);
+    if (!info?.isFile()) return;
+    const identity = `${info.dev}:${info.ino}`;
+    const known = this.files.get(identity);
+    if (known) {
+      if (renamed && known.path !== path) known.path = path;
+      return;
+    }
+    if (renamed && info.size === 0) return;
+    const file = await this.openFile(path, info.dev, info.ino, info.size, false);
+    if (!file) return;
+    if (this.files.has(identity) || (renamed && !(await this.looksRenamedAway(file)))) {
+      await file.handle.close().catch(() => {});
+      return;
+    }
+    if (renamed) {
+      file.rotated = true;
+      this.ctx.log.info('following a file renamed out of the include globs; reading it to its end', { path });
+    } else {
+      this.follow(file);
+    }
+    this.files.set(identity, file);
+    this.wake?.();
+  }
+
+  /** A file renamed away is text that starts with a JSON object, and not a copy of a file we follow. */
+  private async looksRenamedAway(file: TailedFile): Promise<boolean> {
+    const head = Buffer.alloc(64);
+    const { bytesRead } = await file.handle.read(head, 0, head.length, 0);
+    let i = 0;
+    while (i < bytesRead && (head[i] === 0x20 || head[i] === 0x09 || head[i] === 0x0a || head[i] === CARRIAGE_RETURN)) i++;
+    if (i >= bytesRead || head[i] !== 0x7b) return false;
+    if (this.released.get(file.identity) === file.fingerprint) return false;
+    for (const other of this.files.values()) {
+      if (other.fingerprintBytes === file.fingerprintBytes && other.fingerprint === file.fingerprint) return false;
+    }
+    return true;
+  }
+
+  /** A new file at a path we follow: the file that had that path was rotated away; finish it first. */
+  private follow(file: TailedFile): void {
+    const before = [...this.files.values()].find((f) => f.path === file.path && f.identity !== file.identity);
+    if (before) {
+      before.rotated = true;
+      file.predecessor = before;
+      this.ctx.log.info('file rotated: finishing the old file before reading the new one', { path: file.path });
     }
   }
 
@@ -269,12 +339,12 @@ class JobLogTail implements Source {
       }
       const file = await this.openFile(path, info.dev, info.ino, info.size, initial);
       if (!file) continue;
-      const before = [...this.files.values()].find((f) => f.path === path && f.identity !== identity);
-      if (before) {
-        before.rotated = true;
-        file.predecessor = before;
-        this.ctx.log.info('file rotated: finishing the old file before reading the new one', { path });
+      if (this.files.has(identity)) {
+        // Opened meanwhile on a watch event.
+        await file.handle.close().catch(() => {});
+        continue;
       }
+      this.follow(file);
       this.files.set(identity, file);
     }
     for (const file of this.files.values()) {
@@ -291,6 +361,15 @@ class JobLogTail implements Source {
       handle = await open(path, 'r');
     } catch (err) {
       this.ctx.log.warn('cannot open file; it will be tried again at the next scan', { path, error: err });
+      return undefined;
+    }
+    // The name can move to another file between the caller's stat and this open (a rotation): a
+    // handle on the new file under the old one's identity would read the new lines twice and the
+    // old ones never. Let the next scan (or the watch) find each file by what it is.
+    const opened = await handle.stat();
+    if (opened.dev !== dev || opened.ino !== ino) {
+      await handle.close().catch(() => {});
+      this.rescanRequested = true;
       return undefined;
     }
     const current = await fingerprintOf(handle, size);
@@ -394,6 +473,7 @@ class JobLogTail implements Source {
       await this.consume(file, this.readBuffer.subarray(0, bytesRead), chunkStart);
     }
     file.atEof = file.readOffset >= file.size;
+    if (progressed && file.atEof) this.ctx.log.debug('read to the end of the file', { path: file.path, offset: file.readOffset });
     return progressed;
   }
 
@@ -445,19 +525,12 @@ class JobLogTail implements Source {
       const quietFor = Date.now() - file.lastGrowth;
       if (!this.ctx.once && quietFor < this.options.rotate_wait_ms) continue;
       this.files.delete(identity);
+      this.released.set(identity, file.fingerprint);
+      if (this.released.size > REMEMBERED_RELEASED) this.released.delete(this.released.keys().next().value!);
       await file.handle.close().catch(() => {});
       this.ctx.log.info('finished a rotated file', { path: file.path });
     }
   }
-}
-
-/** The folder part of a glob before its first wildcard: `/var/log/jobs/*.ndjson` -> `/var/log/jobs`. */
-export function staticFolderOf(pattern: string): string {
-  const absolute = isAbsolute(pattern) ? pattern : resolve(pattern);
-  const parts = absolute.split(sep);
-  const firstWild = parts.findIndex((part) => /[*?[\]{}()!]/.test(part));
-  const fixed = firstWild === -1 ? parts.slice(0, -1) : parts.slice(0, firstWild);
-  return fixed.join(sep) || sep;
 }
 
 function isBlank(line: Buffer): boolean {

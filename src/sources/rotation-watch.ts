@@ -1,0 +1,167 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { isAbsolute, join, resolve, sep } from 'node:path';
+
+/** What the tailer is asked to do about events in the watched folders. */
+export interface WatchRequests {
+  /** A name that matches the include globs appeared (created, or renamed to): open it now. */
+  matching(path: string): void;
+  /**
+   * A name outside the include globs appeared right after a name we follow disappeared: on Linux
+   * that pair is one rename (IN_MOVED_FROM, then IN_MOVED_TO). The file may never have been opened.
+   */
+  renamedAway(path: string, from: string): void;
+  /** Anything changed in a watched folder. */
+  changed(): void;
+}
+
+/** How many names renamed out of the globs are remembered, so a second rename of one is followed too. */
+const REMEMBERED_NAMES = 256;
+
+/**
+ * Watches the folders of the include globs (inotify through fs.watch) and tells the tailer about
+ * files that match, and about files renamed to names that do not match, while they still exist.
+ * Polling the globs alone misses a file created and renamed away between two expansions, and the
+ * glob never sees a name outside `include`.
+ */
+export class RotationWatch {
+  private readonly watchers: FSWatcher[] = [];
+  private readonly include: RegExp[] | undefined;
+  private readonly exclude: RegExp[] | undefined;
+  /** Names outside the globs that hold a file we follow (or may): their own renames are followed. */
+  private readonly renamedNames = new Set<string>();
+
+  constructor(
+    private readonly includePatterns: readonly string[],
+    excludePatterns: readonly string[],
+    private readonly requests: WatchRequests,
+  ) {
+    this.include = allOrNothing(includePatterns.map(globToRegExp));
+    this.exclude = allOrNothing(excludePatterns.map(globToRegExp));
+  }
+
+  /**
+   * Whether an absolute path matches the include globs and none of the exclude globs. False when a
+   * pattern uses syntax this matcher does not handle (extglobs): the next glob expansion decides.
+   */
+  matches(path: string): boolean {
+    if (!this.include || !this.exclude) return false;
+    return this.include.some((re) => re.test(path)) && !this.exclude.some((re) => re.test(path));
+  }
+
+  start(): void {
+    const folders = new Set(this.includePatterns.map(staticFolderOf));
+    for (const folder of folders) {
+      try {
+        // A rename is two consecutive events of one folder's watcher: the state is per folder.
+        let renamedFrom: string | undefined;
+        const watcher = watch(folder, { persistent: false }, (event, name) => {
+          renamedFrom = this.onEvent(folder, event, name, renamedFrom);
+        });
+        watcher.on('error', () => watcher.close());
+        this.watchers.push(watcher);
+      } catch {
+        // The folder does not exist (yet) or cannot be watched: glob_interval_ms polling still finds files.
+      }
+    }
+  }
+
+  close(): void {
+    for (const watcher of this.watchers) watcher.close();
+    this.watchers.length = 0;
+  }
+
+  /** Returns the path whose disappearance the next event may complete (a rename's first half). */
+  private onEvent(folder: string, event: string, name: string | Buffer | null, renamedFrom: string | undefined): string | undefined {
+    this.requests.changed();
+    if (event !== 'rename' || name === null) return undefined;
+    const path = join(folder, name.toString());
+    if (this.matches(path)) {
+      this.requests.matching(path);
+      return path;
+    }
+    if (renamedFrom !== undefined) {
+      this.remember(path);
+      this.requests.renamedAway(path, renamedFrom);
+      return undefined;
+    }
+    return this.renamedNames.has(path) ? path : undefined;
+  }
+
+  private remember(path: string): void {
+    this.renamedNames.delete(path);
+    this.renamedNames.add(path);
+    if (this.renamedNames.size > REMEMBERED_NAMES) this.renamedNames.delete(this.renamedNames.values().next().value!);
+  }
+}
+
+function allOrNothing(list: (RegExp | undefined)[]): RegExp[] | undefined {
+  return list.every((re) => re !== undefined) ? (list as RegExp[]) : undefined;
+}
+
+/** The folder part of a glob before its first wildcard: `/var/log/jobs/*.ndjson` -> `/var/log/jobs`. */
+export function staticFolderOf(pattern: string): string {
+  const absolute = isAbsolute(pattern) ? pattern : resolve(pattern);
+  const parts = absolute.split(sep);
+  const firstWild = parts.findIndex((part) => /[*?[\]{}()!]/.test(part));
+  const fixed = firstWild === -1 ? parts.slice(0, -1) : parts.slice(0, firstWild);
+  return fixed.join(sep) || sep;
+}
+
+/**
+ * A glob as tinyglobby reads it with `dot: true` (`*`, `?`, `**`, `[...]`, `{a,b}`), as a regular
+ * expression over absolute paths; undefined for syntax it does not handle (extglobs).
+ */
+export function globToRegExp(pattern: string): RegExp | undefined {
+  const source = convert(isAbsolute(pattern) ? pattern : resolve(pattern));
+  return source === undefined ? undefined : new RegExp(`^${source}$`);
+}
+
+function convert(glob: string): string | undefined {
+  let out = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*') {
+      if (glob[i + 1] === '*') {
+        i++;
+        if (glob[i + 1] === '/') {
+          i++;
+          out += '(?:[^/]*/)*';
+        } else {
+          out += '.*';
+        }
+      } else {
+        out += '[^/]*';
+      }
+    } else if (c === '?') {
+      out += '[^/]';
+    } else if (c === '[') {
+      const close = glob.indexOf(']', i + 2);
+      if (close === -1) return undefined;
+      let body = glob.slice(i + 1, close);
+      if (body.startsWith('!')) body = '^' + body.slice(1);
+      out += `[${body.replace(/\\/g, '\\\\')}]`;
+      i = close;
+    } else if (c === '{') {
+      const close = glob.indexOf('}', i);
+      const inner = close === -1 ? undefined : glob.slice(i + 1, close);
+      if (inner === undefined || inner.includes('{')) return undefined;
+      const alternatives = inner.split(',').map(convert);
+      if (alternatives.some((a) => a === undefined)) return undefined;
+      out += `(?:${alternatives.join('|')})`;
+      i = close;
+    } else if ((c === '(' || c === ')' || c === '!' || c === '+' || c === '@') && (glob[i + 1] === '(' || c === '(' || c === ')')) {
+      return undefined;
+    } else if (c === '\\') {
+      const next = glob[++i];
+      if (next === undefined) return undefined;
+      out += escapeRegExp(next);
+    } else {
+      out += escapeRegExp(c);
+    }
+  }
+  return out;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+}
