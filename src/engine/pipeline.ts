@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
 import { LogferryError, transformFailure } from '../errors.js';
-import { ByteBudget } from './budget.js';
+import { ByteBudget, recordCharge } from './budget.js';
 import { Channel } from './channel.js';
 import { CheckpointStore } from './checkpoints.js';
 import { DeadLetterWriter } from './dead-letters.js';
@@ -296,17 +296,19 @@ export class Pipeline {
       ...base,
       once: this.options.once,
       restored,
+      // The budget is charged what a record costs the process (recordCharge), not only its bytes.
       emit: (record, bytes, onFinal) => {
-        if (this.budget.tryAcquire(bytes)) {
-          this.dispatchFromSource(c.id, record, bytes, onFinal);
+        const charge = recordCharge(bytes);
+        if (this.budget.tryAcquire(charge)) {
+          this.dispatchFromSource(c.id, record, bytes, charge, onFinal);
           return Promise.resolve();
         }
-        return this.budget.acquire(bytes, signal).then(() => this.dispatchFromSource(c.id, record, bytes, onFinal));
+        return this.budget.acquire(charge, signal).then(() => this.dispatchFromSource(c.id, record, bytes, charge, onFinal));
       },
       emitLine: (line, origin, onFinal) => {
-        const bytes = line.length;
-        if (this.budget.tryAcquire(bytes)) return this.admitLine(c.id, line, origin, onFinal);
-        return this.budget.acquire(bytes, signal).then(() => this.admitLine(c.id, line, origin, onFinal));
+        const charge = recordCharge(line.length);
+        if (this.budget.tryAcquire(charge)) return this.admitLine(c.id, line, origin, onFinal, charge);
+        return this.budget.acquire(charge, signal).then(() => this.admitLine(c.id, line, origin, onFinal, charge));
       },
       deadLetter: async (entry) => {
         this.metrics.deadLetters++;
@@ -316,8 +318,8 @@ export class Pipeline {
     };
   }
 
-  private dispatchFromSource(sourceId: string, record: LogRecord, bytes: number, onFinal: () => void): void {
-    const finalizer = this.startRecord(bytes, onFinal);
+  private dispatchFromSource(sourceId: string, record: LogRecord, bytes: number, charge: number, onFinal: () => void): void {
+    const finalizer = this.startRecord(charge, onFinal);
     this.order.get(sourceId)!.now(() => {
       this.countIn(bytes);
       this.dispatch(sourceId, record, finalizer);
@@ -329,12 +331,12 @@ export class Pipeline {
    * A line becomes a record inline, or in the pool when it is large. Either way it enters the graph
    * in its place in the source's order, and its position moves only when every branch answered.
    */
-  private admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void> {
+  private admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void, charge: number): Promise<void> {
     const bytes = line.length;
     const order = this.order.get(sourceId)!;
     const pool = this.pool;
-    if (pool && bytes >= pool.threshold) return this.admitToPool(pool, order, sourceId, line, origin, onFinal);
-    const finalizer = this.startRecord(bytes, onFinal);
+    if (pool && bytes >= pool.threshold) return this.admitToPool(pool, order, sourceId, line, origin, onFinal, charge);
+    const finalizer = this.startRecord(charge, onFinal);
     const parsed = parseLine(line, origin);
     order.now(() => {
       if (parsed.ok) {
@@ -350,10 +352,18 @@ export class Pipeline {
     return SETTLED;
   }
 
-  private async admitToPool(pool: RecordPool, order: OrderedSteps, sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void): Promise<void> {
+  private async admitToPool(
+    pool: RecordPool,
+    order: OrderedSteps,
+    sourceId: string,
+    line: Uint8Array,
+    origin: RecordOrigin,
+    onFinal: () => void,
+    charge: number,
+  ): Promise<void> {
     const bytes = line.length;
     await pool.capacity();
-    const finalizer = this.startRecord(bytes, onFinal);
+    const finalizer = this.startRecord(charge, onFinal);
     const fill = order.reserve();
     pool.prepare(sourceId, line, origin).then(
       (outcome) => fill(() => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer)),
@@ -362,7 +372,7 @@ export class Pipeline {
         // The record is let go without acknowledging it (onFinal is not called), so it is read
         // again after the restart.
         if (!this.poolClosing) this.fail(err, 'record pool failed');
-        fill(() => this.finished(bytes, finalizer.startedAt));
+        fill(() => this.finished(charge, finalizer.startedAt));
       },
     );
   }
