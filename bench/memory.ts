@@ -165,7 +165,7 @@ async function main(): Promise<void> {
     options: {
       sizes: { type: 'string', default: '1k,10k,100k,1m' },
       sinks: { type: 'string', default: SINKS.join(',') },
-      mib: { type: 'string', default: '512' },
+      mib: { type: 'string', default: '256' },
       'max-bytes': { type: 'string' },
       json: { type: 'boolean', default: false },
     },

@@ -1,9 +1,10 @@
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { makeJob, removeAll, scratch, startCli, waitFor, writePipeline, type Running } from '../helpers/cli.js';
+import { CLI, makeJob, removeAll, scratch, startCli, waitFor, writePipeline, type Running } from '../helpers/cli.js';
 
 const cleanup: string[] = [];
 const stops: (() => void)[] = [];
@@ -92,6 +93,61 @@ sinks:
       expect(peak).toBeGreaterThan(0);
       expect(peak).toBeLessThan(RSS_BOUND);
       console.log(`stuck record + ${BLANK_LINES} blank lines: peak RSS ${(peak / MiB).toFixed(1)} MiB`);
+    },
+    180_000,
+  );
+
+  it.skipIf(process.platform !== 'linux')(
+    'a stalled sink fed 1 kB records with the default budget: RSS stays under 300 MiB once reading has paused',
+    async () => {
+      const dir = await scratch(cleanup);
+      const input = join(dir, 'jobs.ndjson');
+      // About 1 kB per line, 96 MiB: more than the budget holds, whatever a record is charged.
+      let chunk = '';
+      for (let i = 0; chunk.length < MiB; i++) chunk += JSON.stringify(makeJob(10_000_000 + i, { note: 'x'.repeat(450) })) + '\n';
+      const handle = await open(input, 'w');
+      for (let i = 0; i < 96; i++) await handle.write(chunk);
+      await handle.close();
+
+      const port = await silentServer();
+      const config = await writePipeline(
+        dir,
+        `data_dir: ${JSON.stringify(join(dir, 'data'))}
+status_interval_ms: 200
+shutdown_timeout: 1s
+sources:
+  jobs: { type: job_log_tail, include: [${JSON.stringify(input)}] }
+transforms:
+  redacted: { type: redact, inputs: [jobs], mask_data: true }
+  keyed: { type: path_format, inputs: [redacted], user_id: 1 }
+sinks:
+  stalled: { type: http, inputs: [keyed], uri: "http://127.0.0.1:${port}/ingest" }
+`,
+      );
+      // As the logferry command starts Node (its shebang).
+      const child = spawn(process.execPath, ['--max-semi-space-size=64', CLI, 'run', '-c', config, '--log-format', 'json'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+      stops.push(() => child.kill('SIGKILL'));
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      let peak = 0;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssOf(child.pid!))), 20);
+      stops.push(() => clearInterval(sampler));
+      // Paused: five status lines in a row with the same records_in, and bytes still to read.
+      await waitFor(
+        () => {
+          const status = stderr
+            .split('\n')
+            .filter((l) => l.includes('"msg":"status"'))
+            .map((l) => JSON.parse(l) as { records_in: number; bytes_behind: number });
+          const last = status.slice(-5);
+          return last.length === 5 && last[0]!.records_in > 0 && last.every((s) => s.records_in === last[0]!.records_in && s.bytes_behind > 0);
+        },
+        120_000,
+        'reading to pause',
+      );
+      peak = Math.max(peak, rssOf(child.pid!));
+      expect(peak).toBeLessThan(300 * MiB);
+      console.log(`stalled http sink, 1 kB records, default budget: peak RSS ${(peak / MiB).toFixed(1)} MiB`);
     },
     180_000,
   );
