@@ -6,15 +6,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { jobKey, makeJob, removeAll, scratch, standardPipeline, startCli, waitFor, writePipeline } from '../helpers/cli.js';
 
 const cleanup: string[] = [];
-const spinners: ChildProcess[] = [];
+/** Spinners and CLIs: killed after each test, also when it failed half-way. */
+const children: ChildProcess[] = [];
 afterEach(async () => {
-  for (const child of spinners.splice(0)) child.kill('SIGKILL');
+  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await removeAll(cleanup);
 });
 
 /** Two CPU-bound processes beside the CLI: rotation must hold on a loaded machine too. */
 function loadTheMachine(): void {
-  for (let i = 0; i < 2; i++) spinners.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
+  for (let i = 0; i < 2; i++) children.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
 }
 
 function sleep(ms: number): Promise<void> {
@@ -47,6 +48,7 @@ describe('rotation under load', () => {
     // start once a first job went through.
     await writeJobs(live, first - 1, 1);
     const running = startCli(['run', '-c', config], { cwd: dir });
+    children.push(running.child);
     await waitFor(() => missingKeys(out, first - 1, 1).length === 0, 30_000, 'the first job in the sink');
     const total = 3000;
     let next = first;
@@ -77,6 +79,7 @@ describe('rotation under load', () => {
     // The copies keep the base name, so they match too: what the live file lost, its copy still has.
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, 'app.ndjson*'), out }));
     const running = startCli(['run', '-c', config], { cwd: dir });
+    children.push(running.child);
     await waitFor(() => running.stderr().includes('running'), 10_000, 'the CLI to start');
     const first = 3_000_000;
     const total = 3000;
