@@ -150,7 +150,7 @@ class JobLogTail implements Source {
   private wake: (() => void) | undefined;
   /** Files opened on a watch event, one at a time and in event order; ready after the first scan. */
   private adoptions: Promise<void> | undefined;
-  /** Identity -> fingerprint of files finished and closed. */
+  /** Identity -> fingerprint (with its length) of files finished and closed. */
   private readonly released = new Map<string, string>();
 
   constructor(private readonly options: JobLogTailOptions) {
@@ -249,7 +249,9 @@ class JobLogTail implements Source {
     if (renamed && info.size === 0) return;
     const file = await this.openFile(path, info.dev, info.ino, info.size, false);
     if (!file) return;
-    if (this.files.has(identity) || (renamed && !(await this.looksRenamedAway(file)))) {
+    const taken = this.files.has(identity);
+    if (taken || (renamed && !(await this.looksRenamedAway(file)))) {
+      if (!taken) this.ctx.log.debug('a file appeared right after a rename but is not the renamed file (an archive, a copy); not read', { path });
       await file.handle.close().catch(() => {});
       return;
     }
@@ -263,17 +265,16 @@ class JobLogTail implements Source {
     this.wake?.();
   }
 
-  /** A file renamed away is text that starts with a JSON object, and not a copy of a file we follow. */
+  /** A file renamed away is text that starts with a JSON object, and no copy of a file we follow or finished. */
   private async looksRenamedAway(file: TailedFile): Promise<boolean> {
     const head = Buffer.alloc(64);
     const { bytesRead } = await file.handle.read(head, 0, head.length, 0);
     let i = 0;
     while (i < bytesRead && (head[i] === 0x20 || head[i] === 0x09 || head[i] === 0x0a || head[i] === CARRIAGE_RETURN)) i++;
     if (i >= bytesRead || head[i] !== 0x7b) return false;
-    if (this.released.get(file.identity) === file.fingerprint) return false;
-    for (const other of this.files.values()) {
-      if (other.fingerprintBytes === file.fingerprintBytes && other.fingerprint === file.fingerprint) return false;
-    }
+    const fingerprint = `${file.fingerprintBytes}:${file.fingerprint}`;
+    for (const other of this.files.values()) if (`${other.fingerprintBytes}:${other.fingerprint}` === fingerprint) return false;
+    for (const done of this.released.values()) if (done === fingerprint) return false;
     return true;
   }
 
@@ -525,7 +526,7 @@ class JobLogTail implements Source {
       const quietFor = Date.now() - file.lastGrowth;
       if (!this.ctx.once && quietFor < this.options.rotate_wait_ms) continue;
       this.files.delete(identity);
-      this.released.set(identity, file.fingerprint);
+      this.released.set(identity, `${file.fingerprintBytes}:${file.fingerprint}`);
       if (this.released.size > REMEMBERED_RELEASED) this.released.delete(this.released.keys().next().value!);
       await file.handle.close().catch(() => {});
       this.ctx.log.info('finished a rotated file', { path: file.path });

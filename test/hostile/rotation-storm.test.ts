@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { appendFileSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { jobKey, makeJob, removeAll, scratch, standardPipeline, startCli, waitFor, writePipeline } from '../helpers/cli.js';
 
@@ -78,4 +79,45 @@ describe('rotation storm', () => {
     },
     180_000 + STORM_MS * 3,
   );
+
+  it('does not read an archive or a copy written next to the live file after a rotation', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const out = join(dir, 'out');
+    await mkdir(logs);
+    const live = join(logs, 'jobs.ndjson');
+    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: live, out }));
+    const jobs = (first: number, count: number): string =>
+      Array.from({ length: count }, (_, i) => JSON.stringify(makeJob(first + i)) + '\n').join('');
+    const first = 6_000_000;
+    writeFileSync(live, jobs(first, 20));
+    const running = startCli(['run', '-c', config, '--log-level', 'debug'], { cwd: dir });
+    processes.push(running.child);
+    const missing = missingTracker(out, first, 20);
+    await waitFor(() => missing().length === 0, 30_000, 'the first jobs');
+    for (let round = 1; round <= 3; round++) {
+      const rotated = join(logs, `jobs.ndjson.${round}`);
+      const next = first + round * 100;
+      // logrotate without delaycompress: rename, the writer starts a new file, then the archive of
+      // the rotated file and (as copytruncate would) a plain copy appear right after it.
+      // An empty new live file, then the archive or the copy: its creation is the event right
+      // after the live name's, as the new name of a rename would be.
+      renameSync(live, rotated);
+      closeSync(openSync(live, 'w'));
+      if (round % 2 === 1) writeFileSync(`${rotated}.gz`, gzipSync(readFileSync(rotated)));
+      else copyFileSync(rotated, join(logs, `copy-of-${round}`));
+      appendFileSync(live, jobs(next, 20));
+      const more = missingTracker(out, next, 20);
+      await waitFor(() => more().length === 0, 30_000, `round ${round}`);
+    }
+    running.child.kill('SIGTERM');
+    const result = await running.exited;
+    expect(result.code).toBe(0);
+    expect(result.stderr).not.toContain('following a file renamed out of the include globs');
+    // The guard was what kept them out: each appeared where a renamed file would have.
+    const refused = result.stderr.split('\n').filter((l) => l.includes('is not the renamed file'));
+    expect(refused.map((l) => basename(l.replace(/.*path=/, '')))).toEqual(['jobs.ndjson.1.gz', 'copy-of-2', 'jobs.ndjson.3.gz']);
+    const summary = /done: (\d+) records in .*?, (\d+) delivered, (\d+) dead letters/.exec(result.stderr);
+    expect(summary?.slice(1).map(Number)).toEqual([80, 80, 0]);
+  }, 120_000);
 });
