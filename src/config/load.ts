@@ -37,7 +37,7 @@ export const pipelineSchema = z
           .int()
           .min(64 * 1024)
           .default(64 * MiB)
-          .describe('Memory budget for records in flight; reading pauses at this bound when sinks are slow.'),
+          .describe('Memory budget for records in flight, each charged an estimate of what it costs the process (2 bytes per line byte plus 2 KiB); reading pauses at this bound when sinks are slow.'),
       })
       .strict()
       .default({ max_bytes: 64 * MiB }),
