@@ -249,9 +249,12 @@ class JobLogTail implements Source {
     if (renamed && info.size === 0) return;
     const file = await this.openFile(path, info.dev, info.ino, info.size, false);
     if (!file) return;
-    const taken = this.files.has(identity);
-    if (taken || (renamed && !(await this.looksRenamedAway(file)))) {
-      if (!taken) this.ctx.log.debug('a file appeared right after a rename but is not the renamed file (an archive, a copy); not read', { path });
+    // A file we finished and closed, renamed once more: already read.
+    const finished = renamed && this.released.get(identity) === `${file.fingerprintBytes}:${file.fingerprint}`;
+    if (this.files.has(identity) || finished || (renamed && !(await this.looksRenamedAway(file)))) {
+      if (renamed && !finished && !this.files.has(identity)) {
+        this.ctx.log.debug('a file appeared right after a rename but is not the renamed file (an archive, a copy); not read', { path });
+      }
       await file.handle.close().catch(() => {});
       return;
     }
@@ -361,6 +364,8 @@ class JobLogTail implements Source {
     try {
       handle = await open(path, 'r');
     } catch (err) {
+      // Renamed or removed since the caller's stat (a rotation): the next scan or the watch finds it.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       this.ctx.log.warn('cannot open file; it will be tried again at the next scan', { path, error: err });
       return undefined;
     }
