@@ -2,7 +2,7 @@ import { appendFile, mkdir, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, startCli, writePipeline } from '../helpers/cli.js';
+import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, startCli, waitFor, writePipeline } from '../helpers/cli.js';
 
 const cleanup: string[] = [];
 afterEach(() => removeAll(cleanup));
@@ -24,10 +24,14 @@ describe('kill -9 while lines are appended', () => {
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out, top: `pool: ${pool}` }));
     const total = 4000;
     let written = 0;
+    // The writer appends only while a CLI is up: startup is not what is tested, and takes seconds
+    // on a loaded machine, long enough for the writer to finish before the second kill.
+    let cliUp = false;
     // The writer appends in uneven chunks that often end mid-line, like a real producer.
     const writer = (async () => {
       let pendingTail = '';
       while (written < total) {
+        while (!cliUp) await sleep(10);
         const n = Math.min(total - written, 20 + Math.floor(Math.random() * 60));
         let text = pendingTail;
         for (let i = 0; i < n; i++) {
@@ -46,12 +50,18 @@ describe('kill -9 while lines are appended', () => {
     let killsWhileWriting = 0;
     for (let k = 0; k < kills; k++) {
       const running = startCli(['run', '-c', config], { cwd: dir });
+      await waitFor(() => running.stderr().includes('running') || running.child.exitCode !== null, 60_000, 'the CLI to start');
+      cliUp = true;
+      // The first run lives until a job went through, so the final run can show that it resumed.
+      if (k === 0) await waitFor(() => existsSync(join(out, jobKey(1_000_000))), 60_000, 'a first job in the sink');
       await sleep(300 + Math.floor(Math.random() * 700));
+      cliUp = false;
       if (written < total) killsWhileWriting++;
       running.child.kill('SIGKILL');
       const result = await running.exited;
       expect(result.signal).toBe('SIGKILL');
     }
+    cliUp = true;
     await writer;
     expect(killsWhileWriting).toBeGreaterThanOrEqual(2);
 
