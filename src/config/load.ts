@@ -50,7 +50,7 @@ export const pipelineSchema = z
           .min(64 * KiB)
           .max(4 * GiB)
           .default(64 * MiB)
-          .describe('Memory budget for records in flight (64 KiB to 4 GiB); reading pauses at this bound when sinks are slow.'),
+          .describe('Memory budget for records in flight, each charged an estimate of what it costs the process (2 bytes per line byte plus 2 KiB; 64 KiB to 4 GiB); reading pauses at this bound when sinks are slow.'),
       })
       .strict()
       .default({ max_bytes: 64 * MiB }),

@@ -63,3 +63,19 @@ export class ByteBudget {
     return this.used === 0 || this.used + bytes <= this.maxBytes;
   }
 }
+
+/**
+ * Heap bytes a record in flight holds per byte of its line, beyond the line itself: the document
+ * JSON.parse made of it (about 1.5 times the text for job documents), the body a sink writes or
+ * sends (a new copy when a transform changed the document), a batch's request body. Measured
+ * with `npm run bench:memory` (bench/RESULTS.md), so that `buffer.max_bytes` bounds the process
+ * and not only the bytes read.
+ */
+export const HEAP_BYTES_PER_LINE_BYTE = 2;
+/** Objects every record carries whatever its size: record, deliveries, finalizer, callbacks, key, offset span. */
+export const HEAP_BYTES_PER_RECORD = 2048;
+
+/** What one record of `lineBytes` is charged against `buffer.max_bytes`: an estimate of what it costs the process. */
+export function recordCharge(lineBytes: number): number {
+  return lineBytes * HEAP_BYTES_PER_LINE_BYTE + HEAP_BYTES_PER_RECORD;
+}

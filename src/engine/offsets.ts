@@ -1,14 +1,28 @@
+/** One stretch of lines in read order: one unfinished record, or a run of finished lines. */
+interface Span {
+  /** Offset just after the span's last line. */
+  end: number;
+  finished: boolean;
+  prev: Span | undefined;
+  next: Span | undefined;
+}
+
 /**
  * Tracks which lines of one input are finished and gives the position up to which everything is
  * finished. Sinks answer out of order; the checkpoint may only move over a contiguous prefix, or a
  * crash would skip a record that was never delivered.
+ *
+ * Memory is proportional to the records in flight, never to the lines read: finished lines that
+ * follow each other coalesce into one span (a blank line after a finished span extends it), so one
+ * record stuck at a sink followed by millions of blank or delivered lines costs two spans. The
+ * spans alternate unfinished / finished and the first one is unfinished (a finished first span is
+ * committed at once), so there are at most 2 x unfinished spans.
  */
 export class OffsetTracker {
-  private ends: number[] = [];
-  private done: boolean[] = [];
-  /** Sequence number of ends[0]; sequence numbers stay valid across compaction. */
-  private base = 0;
-  private head = 0;
+  private first: Span | undefined;
+  private last: Span | undefined;
+  private spans = 0;
+  private unfinished = 0;
   private committedOffset: number;
 
   constructor(start: number) {
@@ -20,37 +34,71 @@ export class OffsetTracker {
     return this.committedOffset;
   }
 
+  /** Records tracked and not finished yet. */
   get pending(): number {
-    return this.ends.length - this.head;
+    return this.unfinished;
   }
 
-  /** Registers a line ending at `end`; call the returned function once it is finished. */
+  /** Spans held (for tests of the memory bound). */
+  get size(): number {
+    return this.spans;
+  }
+
+  /** Registers a line ending at `end`; call the returned function once it is finished (again: no effect). */
   track(end: number): () => void {
-    const seq = this.base + this.ends.length;
-    this.ends.push(end);
-    this.done.push(false);
-    return () => this.finish(seq);
+    const span: Span = { end, finished: false, prev: this.last, next: undefined };
+    if (this.last) this.last.next = span;
+    else this.first = span;
+    this.last = span;
+    this.spans++;
+    this.unfinished++;
+    return () => this.finish(span);
   }
 
   /** A line that needs no delivery (blank) moves the position once everything before it is done. */
   skip(end: number): void {
-    this.track(end)();
+    const last = this.last;
+    if (!last) {
+      this.committedOffset = end;
+    } else if (last.finished) {
+      last.end = end;
+    } else {
+      const span: Span = { end, finished: true, prev: last, next: undefined };
+      last.next = span;
+      this.last = span;
+      this.spans++;
+    }
   }
 
-  private finish(seq: number): void {
-    const index = seq - this.base;
-    if (index < this.head || this.done[index]) return;
-    this.done[index] = true;
-    while (this.head < this.ends.length && this.done[this.head]) {
-      this.committedOffset = this.ends[this.head]!;
-      this.head++;
+  private finish(span: Span): void {
+    if (span.finished) return;
+    span.finished = true;
+    this.unfinished--;
+    // Absorb a finished neighbour after, then merge into a finished neighbour before.
+    const after = span.next;
+    if (after?.finished) {
+      span.end = after.end;
+      this.unlink(after);
     }
-    // Compact now and then so a long-running tail does not keep every offset it ever saw.
-    if (this.head > 4096 && this.head * 2 > this.ends.length) {
-      this.ends = this.ends.slice(this.head);
-      this.done = this.done.slice(this.head);
-      this.base += this.head;
-      this.head = 0;
+    const before = span.prev;
+    if (before?.finished) {
+      before.end = span.end;
+      this.unlink(span);
+      span = before;
     }
+    if (span === this.first) {
+      this.committedOffset = span.end;
+      this.unlink(span);
+    }
+  }
+
+  private unlink(span: Span): void {
+    if (span.prev) span.prev.next = span.next;
+    else this.first = span.next;
+    if (span.next) span.next.prev = span.prev;
+    else this.last = span.prev;
+    span.prev = undefined;
+    span.next = undefined;
+    this.spans--;
   }
 }

@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
 import { LogferryError, errorMessage, transformFailure, unprocessable } from '../errors.js';
-import { ByteBudget } from './budget.js';
+import { ByteBudget, recordCharge } from './budget.js';
 import { Channel } from './channel.js';
 import { CheckpointSaver, CheckpointStore } from './checkpoints.js';
 import { DeadLetterWriter, DeadLetterWriterStopped } from './dead-letters.js';
@@ -350,17 +350,19 @@ export class Pipeline {
       ...base,
       once: this.options.once,
       restored,
+      // The budget is charged what a record costs the process (recordCharge), not only its bytes.
       emit: (record, bytes, onFinal) => {
-        if (this.budget.tryAcquire(bytes)) {
-          this.dispatchFromSource(c.id, record, bytes, onFinal);
+        const charge = recordCharge(bytes);
+        if (this.budget.tryAcquire(charge)) {
+          this.dispatchFromSource(c.id, record, bytes, charge, onFinal);
           return Promise.resolve();
         }
-        return this.budget.acquire(bytes, signal).then(() => this.dispatchFromSource(c.id, record, bytes, onFinal));
+        return this.budget.acquire(charge, signal).then(() => this.dispatchFromSource(c.id, record, bytes, charge, onFinal));
       },
       emitLine: (line, origin, onFinal, limits = NO_LIMITS) => {
-        const bytes = line.length;
-        if (this.budget.tryAcquire(bytes)) return this.admitLine(c.id, line, origin, onFinal, limits);
-        return this.budget.acquire(bytes, signal).then(() => this.admitLine(c.id, line, origin, onFinal, limits));
+        const charge = recordCharge(line.length);
+        if (this.budget.tryAcquire(charge)) return this.admitLine(c.id, line, origin, onFinal, limits, charge);
+        return this.budget.acquire(charge, signal).then(() => this.admitLine(c.id, line, origin, onFinal, limits, charge));
       },
       deadLetter: async (entry) => {
         // A blocked write must not keep a stopping source waiting: on stop the line stays
@@ -374,8 +376,8 @@ export class Pipeline {
     };
   }
 
-  private dispatchFromSource(sourceId: string, record: LogRecord, bytes: number, onFinal: () => void): void {
-    const finalizer = this.startRecord(bytes, onFinal);
+  private dispatchFromSource(sourceId: string, record: LogRecord, bytes: number, charge: number, onFinal: () => void): void {
+    const finalizer = this.startRecord(charge, onFinal);
     this.order.get(sourceId)!.now(() => {
       if (!isRecordLike(record)) {
         const reason = 'the source emitted something that is not a record (an object with `doc` and `origin`)';
@@ -393,12 +395,12 @@ export class Pipeline {
    * A line becomes a record inline, or in the pool when it is large. Either way it enters the graph
    * in its place in the source's order, and its position moves only when every branch answered.
    */
-  private admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void, limits: LineLimits): Promise<void> {
+  private admitLine(sourceId: string, line: Uint8Array, origin: RecordOrigin, onFinal: () => void, limits: LineLimits, charge: number): Promise<void> {
     const bytes = line.length;
     const order = this.order.get(sourceId)!;
     const pool = this.pool;
-    if (pool && bytes >= pool.threshold) return this.admitToPool(pool, order, sourceId, line, origin, onFinal, limits);
-    const finalizer = this.startRecord(bytes, onFinal);
+    if (pool && bytes >= pool.threshold) return this.admitToPool(pool, order, sourceId, line, origin, onFinal, limits, charge);
+    const finalizer = this.startRecord(charge, onFinal);
     let parsed: ReturnType<typeof parseLine>;
     try {
       parsed = parseLine(line, origin, limits);
@@ -433,10 +435,11 @@ export class Pipeline {
     origin: RecordOrigin,
     onFinal: () => void,
     limits: LineLimits,
+    charge: number,
   ): Promise<void> {
     const bytes = line.length;
     await pool.capacity();
-    const finalizer = this.startRecord(bytes, onFinal);
+    const finalizer = this.startRecord(charge, onFinal);
     const fill = order.reserve();
     pool.prepare(sourceId, line, origin, limits.maxDepth).then(
       (outcome) => fill(() => this.guarded(sourceId, origin, finalizer, () => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer), undefined, true)),
@@ -444,7 +447,7 @@ export class Pipeline {
         if (this.poolClosing) {
           // The pool was closed after shutdown_timeout: the record is let go without acknowledging
           // it (onFinal is not called), so it is read again after the restart.
-          fill(() => this.finished(bytes, finalizer.startedAt));
+          fill(() => this.finished(charge, finalizer.startedAt));
           return;
         }
         // The worker died on this line (out of memory, a plugin that crashed its thread): piscina

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, resolve, sep } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { statSync } from 'node:fs';
 import { glob, globSync, isDynamicPattern, type GlobOptions } from 'tinyglobby';
 import { z } from 'zod';
@@ -17,6 +16,10 @@ import { DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH } from '../records/structure.js';
 const MAX_LINE_BYTES = 256 * MiB;
 /** One Buffer allocated up front; 4 GiB aborted Node (issue 9), and reads above a few MiB gain nothing. */
 const MAX_READ_BUFFER_BYTES = 64 * MiB;
+import { LineSplitter } from './line-splitter.js';
+import { RotationWatch, staticFolderOf } from './rotation-watch.js';
+
+export { staticFolderOf };
 
 export const jobLogTailSchema = z
   .object({
@@ -75,7 +78,8 @@ export type JobLogTailOptions = z.output<typeof jobLogTailSchema>;
 
 /** Fingerprint of the first bytes: tells a reused inode from the file that was checkpointed. */
 const FINGERPRINT_BYTES = 1024;
-const NEWLINE = 0x0a;
+/** Files finished and closed, remembered so a later rename of one does not read it again. */
+const REMEMBERED_RELEASED = 4096;
 const CARRIAGE_RETURN = 0x0d;
 
 interface FileCheckpoint {
@@ -96,12 +100,8 @@ class TailedFile {
   /** Next byte to read. */
   readOffset: number;
   tracker: OffsetTracker;
-  /** Bytes of the line being assembled across reads. */
-  partial: Buffer[] = [];
-  partialBytes = 0;
-  partialStart: number;
-  /** Inside a line longer than max_line_bytes: its bytes are skipped until its newline. */
-  skippingSince: number | undefined;
+  /** Cuts what is read into lines; holds the unfinished last line. */
+  readonly lines: LineSplitter;
   /** The path now names another file, or nothing: finish this one, then let it go. */
   rotated = false;
   lastGrowth = Date.now();
@@ -118,9 +118,10 @@ class TailedFile {
     public fingerprint: string,
     public fingerprintBytes: number,
     start: number,
+    maxLineBytes: number,
   ) {
     this.readOffset = start;
-    this.partialStart = start;
+    this.lines = new LineSplitter(maxLineBytes, start);
     this.tracker = new OffsetTracker(start);
   }
 
@@ -131,10 +132,7 @@ class TailedFile {
   /** Starts over at byte 0 (copytruncate); acknowledgements of the old content no longer move anything. */
   restart(): void {
     this.readOffset = 0;
-    this.partial = [];
-    this.partialBytes = 0;
-    this.partialStart = 0;
-    this.skippingSince = undefined;
+    this.lines.reset(0);
     this.tracker = new OffsetTracker(0);
     this.atEof = false;
   }
@@ -184,10 +182,14 @@ class JobLogTail implements Source {
   private readonly readBuffer: Buffer;
   private restored: FileCheckpoint[] = [];
   private ctx!: SourceContext;
-  private readonly watchers: FSWatcher[] = [];
+  private watch: RotationWatch | undefined;
   /** A watched folder changed: expand the globs at once instead of at the next glob_interval_ms. */
   private rescanRequested = false;
   private wake: (() => void) | undefined;
+  /** Files opened on a watch event, one at a time and in event order; ready after the first scan. */
+  private adoptions: Promise<void> | undefined;
+  /** Identity -> fingerprint (with its length) of files finished and closed. */
+  private readonly released = new Map<string, string>();
 
   /** One object for every line, so handing the limits over costs nothing per line. */
   private readonly lineLimits: LineLimits;
@@ -214,6 +216,7 @@ class JobLogTail implements Source {
       if (!ctx.once) this.watchFolders();
       await this.scan(true);
       await this.resumeRotatedAway();
+      if (!ctx.once) this.adoptions = Promise.resolve();
       let lastScan = Date.now();
       while (!ctx.signal.aborted) {
         if (!ctx.once && (this.rescanRequested || Date.now() - lastScan >= this.options.glob_interval_ms)) {
@@ -244,7 +247,8 @@ class JobLogTail implements Source {
     } catch (err) {
       if (!ctx.signal.aborted) throw err;
     } finally {
-      for (const watcher of this.watchers) watcher.close();
+      this.watch?.close();
+      this.adoptions = undefined;
       // Handles are closed only after the engine has drained; positions stay in memory for the
       // final checkpoint, which the engine writes after this returns.
       for (const file of this.files.values()) void file.handle.close().catch(() => {});
@@ -257,18 +261,82 @@ class JobLogTail implements Source {
    * Once open, a rename no longer matters: the handle follows the inode.
    */
   private watchFolders(): void {
-    const folders = new Set(this.options.include.map(staticFolderOf));
-    for (const folder of folders) {
-      try {
-        const watcher = watch(folder, { persistent: false }, () => {
-          this.rescanRequested = true;
-          this.wake?.();
-        });
-        watcher.on('error', () => watcher.close());
-        this.watchers.push(watcher);
-      } catch {
-        // The folder does not exist (yet) or cannot be watched: glob_interval_ms polling still finds files.
+    this.watch = new RotationWatch(this.options.include, this.options.exclude, {
+      matching: (path) => this.adopt(path, false),
+      renamedAway: (path) => this.adopt(path, true),
+      changed: () => {
+        this.rescanRequested = true;
+        this.wake?.();
+      },
+    });
+    this.watch.start();
+  }
+
+  /**
+   * Opens a file named in a watch event. `renamed`: it was renamed out of the globs, maybe before
+   * we ever opened it, so it is read to its end as a rotated file; only a file we do not know yet,
+   * that is not empty, starts like NDJSON and is not a copy of a file we follow (copytruncate) is
+   * taken, so an archive written later (`jobs.ndjson.1.gz`) is never read.
+   */
+  private adopt(path: string, renamed: boolean): void {
+    if (!this.adoptions) return;
+    this.adoptions = this.adoptions.then(() => this.adoptNow(path, renamed)).catch((err: unknown) => {
+      this.ctx.log.debug('could not open a file named in a watch event; the next scan looks again', { path, error: err });
+    });
+  }
+
+  private async adoptNow(path: string, renamed: boolean): Promise<void> {
+    if (this.ctx.signal.aborted || !this.adoptions) return;
+    const info = await stat(path).catch(() => undefined);
+    if (!info?.isFile()) return;
+    const identity = `${info.dev}:${info.ino}`;
+    const known = this.files.get(identity);
+    if (known) {
+      if (renamed && known.path !== path) known.path = path;
+      return;
+    }
+    if (renamed && info.size === 0) return;
+    const file = await this.openFile(path, info.dev, info.ino, info.size, false);
+    if (!file) return;
+    // A file we finished and closed, renamed once more: already read.
+    const finished = renamed && this.released.get(identity) === `${file.fingerprintBytes}:${file.fingerprint}`;
+    if (this.files.has(identity) || finished || (renamed && !(await this.looksRenamedAway(file)))) {
+      if (renamed && !finished && !this.files.has(identity)) {
+        this.ctx.log.debug('a file appeared right after a rename but is not the renamed file (an archive, a copy); not read', { path });
       }
+      await file.handle.close().catch(() => {});
+      return;
+    }
+    if (renamed) {
+      file.rotated = true;
+      this.ctx.log.info('following a file renamed out of the include globs; reading it to its end', { path });
+    } else {
+      this.follow(file);
+    }
+    this.files.set(identity, file);
+    this.wake?.();
+  }
+
+  /** A file renamed away is text that starts with a JSON object, and no copy of a file we follow or finished. */
+  private async looksRenamedAway(file: TailedFile): Promise<boolean> {
+    const head = Buffer.alloc(64);
+    const { bytesRead } = await file.handle.read(head, 0, head.length, 0);
+    let i = 0;
+    while (i < bytesRead && (head[i] === 0x20 || head[i] === 0x09 || head[i] === 0x0a || head[i] === CARRIAGE_RETURN)) i++;
+    if (i >= bytesRead || head[i] !== 0x7b) return false;
+    const fingerprint = `${file.fingerprintBytes}:${file.fingerprint}`;
+    for (const other of this.files.values()) if (`${other.fingerprintBytes}:${other.fingerprint}` === fingerprint) return false;
+    for (const done of this.released.values()) if (done === fingerprint) return false;
+    return true;
+  }
+
+  /** A new file at a path we follow: the file that had that path was rotated away; finish it first. */
+  private follow(file: TailedFile): void {
+    const before = [...this.files.values()].find((f) => f.path === file.path && f.identity !== file.identity);
+    if (before) {
+      before.rotated = true;
+      file.predecessor = before;
+      this.ctx.log.info('file rotated: finishing the old file before reading the new one', { path: file.path });
     }
   }
 
@@ -323,12 +391,12 @@ class JobLogTail implements Source {
       }
       const file = await this.openFile(path, info.dev, info.ino, info.size, initial);
       if (!file) continue;
-      const before = [...this.files.values()].find((f) => f.path === path && f.identity !== identity);
-      if (before) {
-        before.rotated = true;
-        file.predecessor = before;
-        this.ctx.log.info('file rotated: finishing the old file before reading the new one', { path });
+      if (this.files.has(identity)) {
+        // Opened meanwhile on a watch event.
+        await file.handle.close().catch(() => {});
+        continue;
       }
+      this.follow(file);
       this.files.set(identity, file);
     }
     for (const file of this.files.values()) {
@@ -347,11 +415,22 @@ class JobLogTail implements Source {
       current = await fingerprintOf(handle, size);
     } catch (err) {
       await handle?.close().catch(() => {});
+      // Renamed or removed since the caller's stat (a rotation): the next scan or the watch finds it.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       // Logged once by the engine; tried again at the next scan; `run --once` exits 74.
       this.ctx.inputUnreadable(path, err);
       return undefined;
     }
     this.ctx.inputReadable(path);
+    // The name can move to another file between the caller's stat and this open (a rotation): a
+    // handle on the new file under the old one's identity would read the new lines twice and the
+    // old ones never. Let the next scan (or the watch) find each file by what it is.
+    const opened = await handle.stat();
+    if (opened.dev !== dev || opened.ino !== ino) {
+      await handle.close().catch(() => {});
+      this.rescanRequested = true;
+      return undefined;
+    }
     let start = initial && this.options.start_at === 'end' ? size : 0;
     const saved = this.restored.find((c) => c.dev === dev && c.ino === ino);
     if (saved) {
@@ -367,7 +446,7 @@ class JobLogTail implements Source {
       }
       this.restored = this.restored.filter((c) => c !== saved);
     }
-    const file = new TailedFile(path, handle, dev, ino, current.fingerprint, current.bytes, start);
+    const file = new TailedFile(path, handle, dev, ino, current.fingerprint, current.bytes, start, this.options.max_line_bytes);
     file.size = size;
     this.ctx.log.debug('following file', { path, offset: start });
     return file;
@@ -452,73 +531,28 @@ class JobLogTail implements Source {
       await this.consume(file, this.readBuffer.subarray(0, bytesRead), chunkStart);
     }
     file.atEof = file.readOffset >= file.size;
+    if (progressed && file.atEof) this.ctx.log.debug('read to the end of the file', { path: file.path, offset: file.readOffset });
     return progressed;
   }
 
   private async consume(file: TailedFile, chunk: Buffer, chunkStart: number): Promise<void> {
-    let pos = 0;
-    while (pos < chunk.length) {
-      const nl = chunk.indexOf(NEWLINE, pos);
-      if (nl === -1) {
-        this.appendPartial(file, chunk.subarray(pos), chunkStart + pos);
-        return;
-      }
-      const piece = chunk.subarray(pos, nl);
-      const lineEnd = chunkStart + nl + 1;
-      if (file.skippingSince !== undefined) {
-        await this.rejectLongLine(file, file.skippingSince, lineEnd);
-      } else if (file.partialBytes > 0) {
-        if (file.partialBytes + piece.length > this.options.max_line_bytes) {
-          await this.rejectLongLine(file, file.partialStart, lineEnd);
-        } else {
-          file.partial.push(Buffer.from(piece));
-          const line = Buffer.concat(file.partial, file.partialBytes + piece.length);
-          const start = file.partialStart;
-          file.partial = [];
-          file.partialBytes = 0;
-          await this.handleLine(file, line, start, lineEnd);
-        }
-      } else if (piece.length > this.options.max_line_bytes) {
-        await this.rejectLongLine(file, chunkStart + pos, lineEnd);
-      } else {
-        await this.handleLine(file, piece, chunkStart + pos, lineEnd);
-      }
-      pos = nl + 1;
-    }
-  }
-
-  private appendPartial(file: TailedFile, bytes: Buffer, at: number): void {
-    if (file.skippingSince !== undefined) return;
-    if (file.partialBytes === 0) file.partialStart = at;
-    if (file.partialBytes + bytes.length > this.options.max_line_bytes) {
-      // Stop holding the line in memory; its bytes are skipped up to its newline.
-      file.skippingSince = file.partialStart;
-      file.partial = [];
-      file.partialBytes = 0;
-      return;
-    }
-    // Copied: the read buffer is reused for the next read.
-    file.partial.push(Buffer.from(bytes));
-    file.partialBytes += bytes.length;
+    const lines = file.lines;
+    lines.push(chunk, chunkStart);
+    while (lines.next()) await this.handleSplit(file);
   }
 
   /** In --once mode the last line of a file counts as complete even without its newline. */
   private async flushPartialAtEnd(file: TailedFile): Promise<void> {
-    if (file.skippingSince !== undefined) {
-      await this.rejectLongLine(file, file.skippingSince, file.readOffset);
-      return;
-    }
-    if (file.partialBytes === 0) return;
-    const line = Buffer.concat(file.partial, file.partialBytes);
-    file.partial = [];
-    file.partialBytes = 0;
-    await this.handleLine(file, line, file.partialStart, file.readOffset);
+    if (file.lines.finish(file.readOffset)) await this.handleSplit(file);
+  }
+
+  private async handleSplit(file: TailedFile): Promise<void> {
+    const { lines } = file;
+    if (lines.kind === 'too_long') await this.rejectLongLine(file, lines.start, lines.end);
+    else await this.handleLine(file, lines.line, lines.start, lines.end);
   }
 
   private async rejectLongLine(file: TailedFile, start: number, end: number): Promise<void> {
-    file.skippingSince = undefined;
-    file.partial = [];
-    file.partialBytes = 0;
     const finish = file.tracker.track(end);
     // The text is not kept: holding it is what max_line_bytes protects against. The position lets
     // an operator cut the line out of the file and replay it with a larger limit.
@@ -531,9 +565,8 @@ class JobLogTail implements Source {
     finish();
   }
 
-  private async handleLine(file: TailedFile, raw: Buffer, start: number, end: number): Promise<void> {
-    let line = raw;
-    if (line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN) line = line.subarray(0, line.length - 1);
+  /** `line` is without its newline and without a CR before it (LineSplitter). */
+  private async handleLine(file: TailedFile, line: Buffer, start: number, end: number): Promise<void> {
     if (isBlank(line)) {
       file.tracker.skip(end);
       return;
@@ -546,10 +579,12 @@ class JobLogTail implements Source {
   /** Closes rotated-away files that are read to their end and fully acknowledged. */
   private async releaseFinished(): Promise<void> {
     for (const [identity, file] of this.files) {
-      if (!file.rotated || !file.atEof || file.tracker.pending > 0 || file.partialBytes > 0) continue;
+      if (!file.rotated || !file.atEof || file.tracker.pending > 0 || file.lines.holdsPartial) continue;
       const quietFor = Date.now() - file.lastGrowth;
       if (!this.ctx.once && quietFor < this.options.rotate_wait_ms) continue;
       this.files.delete(identity);
+      this.released.set(identity, `${file.fingerprintBytes}:${file.fingerprint}`);
+      if (this.released.size > REMEMBERED_RELEASED) this.released.delete(this.released.keys().next().value!);
       await file.handle.close().catch(() => {});
       this.ctx.log.info('finished a rotated file', { path: file.path });
     }
@@ -607,15 +642,6 @@ function preflightInclude(options: JobLogTailOptions): PreflightProblem[] {
     }
   });
   return problems;
-}
-
-/** The folder part of a glob before its first wildcard: `/var/log/jobs/*.ndjson` -> `/var/log/jobs`. */
-export function staticFolderOf(pattern: string): string {
-  const absolute = isAbsolute(pattern) ? pattern : resolve(pattern);
-  const parts = absolute.split(sep);
-  const firstWild = parts.findIndex((part) => /[*?[\]{}()!]/.test(part));
-  const fixed = firstWild === -1 ? parts.slice(0, -1) : parts.slice(0, firstWild);
-  return fixed.join(sep) || sep;
 }
 
 function isBlank(line: Buffer): boolean {

@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFile, copyFile, mkdir, rename, truncate } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -5,7 +6,17 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { jobKey, makeJob, removeAll, scratch, standardPipeline, startCli, waitFor, writePipeline } from '../helpers/cli.js';
 
 const cleanup: string[] = [];
-afterEach(() => removeAll(cleanup));
+/** Spinners and CLIs: killed after each test, also when it failed half-way. */
+const children: ChildProcess[] = [];
+afterEach(async () => {
+  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  await removeAll(cleanup);
+});
+
+/** Two CPU-bound processes beside the CLI: rotation must hold on a loaded machine too. */
+function loadTheMachine(): void {
+  for (let i = 0; i < 2; i++) children.push(spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' }));
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -31,10 +42,14 @@ describe('rotation under load', () => {
     await mkdir(logs);
     const live = join(logs, 'app.ndjson');
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out }));
-    const running = startCli(['run', '-c', config], { cwd: dir });
-    // A file created and renamed away before logferry runs cannot be known to it.
-    await waitFor(() => running.stderr().includes('running'), 10_000, 'the CLI to start');
+    loadTheMachine();
     const first = 2_000_000;
+    // A file created and renamed away before logferry follows the folder cannot be known to it:
+    // start once a first job went through.
+    await writeJobs(live, first - 1, 1);
+    const running = startCli(['run', '-c', config], { cwd: dir });
+    children.push(running.child);
+    await waitFor(() => missingKeys(out, first - 1, 1).length === 0, 30_000, 'the first job in the sink');
     const total = 3000;
     let next = first;
     for (let round = 0; round < 6; round++) {
@@ -64,6 +79,7 @@ describe('rotation under load', () => {
     // The copies keep the base name, so they match too: what the live file lost, its copy still has.
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, 'app.ndjson*'), out }));
     const running = startCli(['run', '-c', config], { cwd: dir });
+    children.push(running.child);
     await waitFor(() => running.stderr().includes('running'), 10_000, 'the CLI to start');
     const first = 3_000_000;
     const total = 3000;
