@@ -37,6 +37,10 @@ async function tail(path: string, readBufferBytes: number, maxLineBytes: number,
       seen.push({ tooLong: entry.origin.offset!, reason: entry.reason.replace(/.*\(bytes /, '(bytes ') });
       return Promise.resolve();
     },
+    inputUnreadable: (input: string, error: unknown) => {
+      throw new Error(`${input} reported unreadable: ${String(error)}`);
+    },
+    inputReadable: () => {},
   };
   await (await source).run(ctx);
   return seen;
