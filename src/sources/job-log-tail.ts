@@ -261,13 +261,14 @@ class JobLogTail implements Source {
    * Once open, a rename no longer matters: the handle follows the inode.
    */
   private watchFolders(): void {
-    this.watch = new RotationWatch(this.options.include, this.options.exclude, {
+    this.watch = new RotationWatch(this.options.include, ignorePatterns(this.options.exclude), {
       matching: (path) => this.adopt(path, false),
-      renamedAway: (path) => this.adopt(path, true),
+      renamedAway: (path, from) => this.adopt(path, true, from),
       changed: () => {
         this.rescanRequested = true;
         this.wake?.();
       },
+      grew: () => this.wake?.(),
     });
     this.watch.start();
   }
@@ -278,14 +279,14 @@ class JobLogTail implements Source {
    * that is not empty, starts like NDJSON and is not a copy of a file we follow (copytruncate) is
    * taken, so an archive written later (`jobs.ndjson.1.gz`) is never read.
    */
-  private adopt(path: string, renamed: boolean): void {
+  private adopt(path: string, renamed: boolean, from?: string): void {
     if (!this.adoptions) return;
-    this.adoptions = this.adoptions.then(() => this.adoptNow(path, renamed)).catch((err: unknown) => {
+    this.adoptions = this.adoptions.then(() => this.adoptNow(path, renamed, from)).catch((err: unknown) => {
       this.ctx.log.debug('could not open a file named in a watch event; the next scan looks again', { path, error: err });
     });
   }
 
-  private async adoptNow(path: string, renamed: boolean): Promise<void> {
+  private async adoptNow(path: string, renamed: boolean, from?: string): Promise<void> {
     if (this.ctx.signal.aborted || !this.adoptions) return;
     const info = await stat(path).catch(() => undefined);
     if (!info?.isFile()) return;
@@ -296,6 +297,13 @@ class JobLogTail implements Source {
       return;
     }
     if (renamed && info.size === 0) return;
+    // The name that disappeared held a file we follow, and this is another file: the two events
+    // were a delete (or a move out of the folder) and an unrelated new name, not one rename, since
+    // a rename keeps the inode we know.
+    if (renamed && [...this.files.values()].some((f) => f.path === from)) {
+      this.ctx.log.debug('a file appeared right after a rename but is not the renamed file (the name that disappeared holds a file we follow); not read', { was: from, path });
+      return;
+    }
     const file = await this.openFile(path, info.dev, info.ino, info.size, false);
     if (!file) return;
     // A file we finished and closed, renamed once more: already read.
@@ -364,6 +372,9 @@ class JobLogTail implements Source {
   }
 
   private async scan(initial: boolean): Promise<void> {
+    // Files opened on a watch event while the glob runs are not in its result: only the files
+    // known before it can have stopped matching.
+    const knownBefore = new Set(this.files.keys());
     const paths = await glob(this.options.include, globOptions(this.options));
     const seen = new Set<string>();
     for (const path of paths.sort()) {
@@ -400,7 +411,7 @@ class JobLogTail implements Source {
       this.files.set(identity, file);
     }
     for (const file of this.files.values()) {
-      if (!seen.has(file.identity) && !file.rotated) {
+      if (!seen.has(file.identity) && !file.rotated && knownBefore.has(file.identity)) {
         file.rotated = true;
         this.ctx.log.info('file no longer matches the include globs (rotated or removed); reading it to its end', { path: file.path });
       }
@@ -597,9 +608,14 @@ class JobLogTail implements Source {
  * (`.aws/`, `.env`) unless the pattern spells the dot out (`logs/.archive/*.ndjson`). An `exclude`
  * that names a folder leaves out everything below it.
  */
+/** The `exclude` patterns as the scan and the watch apply them: a folder leaves out everything below it. */
+export function ignorePatterns(exclude: readonly string[]): string[] {
+  return exclude.flatMap((pattern) => [pattern, `${pattern.replace(/\/+$/, '')}/**`]);
+}
+
 export function globOptions(options: Pick<JobLogTailOptions, 'exclude'>): GlobOptions {
   return {
-    ignore: options.exclude.flatMap((pattern) => [pattern, `${pattern.replace(/\/+$/, '')}/**`]),
+    ignore: ignorePatterns(options.exclude),
     absolute: true,
     onlyFiles: true,
     dot: false,

@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs';
-import { isAbsolute, join, resolve, sep } from 'node:path';
+import { basename, isAbsolute, join, resolve, sep } from 'node:path';
 
 /** What the tailer is asked to do about events in the watched folders. */
 export interface WatchRequests {
@@ -10,8 +10,10 @@ export interface WatchRequests {
    * that pair is one rename (IN_MOVED_FROM, then IN_MOVED_TO). The file may never have been opened.
    */
   renamedAway(path: string, from: string): void;
-  /** Anything changed in a watched folder. */
+  /** A name appeared or disappeared in a watched folder: expand the globs again soon. */
   changed(): void;
+  /** A file in a watched folder was written to: read now rather than at the next poll. */
+  grew(): void;
 }
 
 /** How many names renamed out of the globs are remembered, so a second rename of one is followed too. */
@@ -70,16 +72,32 @@ export class RotationWatch {
     this.watchers.length = 0;
   }
 
+  /**
+   * Whether a name outside the include globs may be a file renamed out of them: never a hidden name
+   * or an excluded one (the scan would not read those either), and only with globs this matcher reads.
+   */
+  mayBeRenamedAway(path: string): boolean {
+    if (!this.include || !this.exclude) return false;
+    return !basename(path).startsWith('.') && !this.exclude.some((re) => re.test(path));
+  }
+
   /** Returns the path whose disappearance the next event may complete (a rename's first half). */
   private onEvent(folder: string, event: string, name: string | Buffer | null, renamedFrom: string | undefined): string | undefined {
+    // A write is no reason to expand the globs again (that lists the folder and re-reads every
+    // file's first KiB): it only wakes the reader.
+    if (event !== 'rename') {
+      this.requests.grew();
+      // The two halves of a rename are consecutive events: anything between them ends the pair.
+      return undefined;
+    }
     this.requests.changed();
-    if (event !== 'rename' || name === null) return undefined;
+    if (name === null) return undefined;
     const path = join(folder, name.toString());
     if (this.matches(path)) {
       this.requests.matching(path);
       return path;
     }
-    if (renamedFrom !== undefined) {
+    if (renamedFrom !== undefined && this.mayBeRenamedAway(path)) {
       this.remember(path);
       this.requests.renamedAway(path, renamedFrom);
       return undefined;

@@ -56,6 +56,7 @@ describe('RotationWatch (inotify)', () => {
       matching: (p) => matching.push(p),
       renamedAway: (p) => renamed.push(p),
       changed: () => {},
+      grew: () => {},
     });
     watches.push(watch);
     watch.start();
