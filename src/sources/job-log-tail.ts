@@ -200,7 +200,12 @@ class JobLogTail implements Source {
   }
 
   checkpoint(): TailCheckpoint {
-    return { version: 1, files: [...this.files.values()].map((f) => f.checkpoint()) };
+    const files = [...this.files.values()].map((f) => f.checkpoint());
+    // Positions loaded at start for files not open: the checkpoint timer saves while the first scan
+    // still runs, and a file may not be openable for a while. Dropping them would make the next
+    // start read those files from the beginning again (or, with start_at: end, skip what is new).
+    for (const saved of this.restored) if (!this.files.has(`${saved.dev}:${saved.ino}`)) files.push(saved);
+    return { version: 1, files };
   }
 
   bytesBehind(): number {
@@ -495,7 +500,14 @@ class JobLogTail implements Source {
         break;
       }
     }
-    this.restored = [];
+    // Kept: the files still at their path that could not be opened (unreadable for now); a later
+    // scan opens them at their saved position. The others are gone.
+    const kept: FileCheckpoint[] = [];
+    for (const saved of this.restored) {
+      const info = await stat(saved.path).catch(() => undefined);
+      if (info?.isFile() && info.dev === saved.dev && info.ino === saved.ino && !this.files.has(`${info.dev}:${info.ino}`)) kept.push(saved);
+    }
+    this.restored = kept;
   }
 
   /** A file whose first bytes changed was truncated and rewritten (faster than a size check sees). */
