@@ -57,8 +57,9 @@ Options:
   -h, --help             this help
   -v, --version          the version
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage error, 74 input or checkpoint I/O failed (--once),
-75 data_dir locked by another logferry, 78 config error.
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 74 I/O failure (run --once could not read an
+input; run could not save its final checkpoint, or its output pipe closed), 75 data_dir locked by
+another logferry, 78 config error.
 `;
 
 interface CliOptions {
@@ -121,8 +122,13 @@ function requireConfig(options: CliOptions, command: string): string {
   return options.config;
 }
 
-async function load(file: string, log: Logger): Promise<PipelineConfig> {
-  const config = await loadConfig(file, builtinRegistry(), { loadPlugins });
+/**
+ * `readOnly`: the command only reads the file's settings (dead letters, keys), so it skips the
+ * checks of what `run` needs (TLS files, the HMAC key variable, include folders): an operator can
+ * look at dead letters without the service's secrets in the environment.
+ */
+async function load(file: string, log: Logger, readOnly = false): Promise<PipelineConfig> {
+  const config = await loadConfig(file, builtinRegistry(), { loadPlugins, preflight: !readOnly });
   scrubber.add(collectSecrets([...config.sources, ...config.transforms, ...config.sinks]));
   for (const warning of config.warnings) log.warn(formatProblem(file, warning));
   return config;
@@ -238,7 +244,7 @@ async function commandKey(options: CliOptions): Promise<number> {
   if (options.positionals.length === 0) throw new UsageError('key needs at least one JSON document: logferry key job.json');
   let pathFormat = pathFormatSchema.parse({});
   if (options.config) {
-    const config = await load(options.config, createLogger({ level: 'error' }));
+    const config = await load(options.config, createLogger({ level: 'error' }), true);
     const transform = config.transforms.find((t) => t.type === 'path_format');
     if (transform) pathFormat = pathFormatSchema.parse(transform.options);
   }
@@ -266,8 +272,8 @@ async function commandDeadLetter(options: CliOptions): Promise<number> {
   const [, action, ...rest] = options.positionals;
   if (action !== 'list' && action !== 'show') throw new UsageError(DEAD_LETTER_USAGE);
   const file = requireConfig(options, `dead-letter ${action}`);
-  // Read-only: no lock on data_dir, nothing written.
-  const config = await load(file, createLogger({ level: 'error' }));
+  // Read-only: no lock on data_dir, nothing written, no preflight.
+  const config = await load(file, createLogger({ level: 'error' }), true);
   const entries = await readDeadLetters(config.dataDir);
   return action === 'list' ? listDeadLetters(entries, config, options) : showDeadLetters(entries, rest, options);
 }
@@ -422,6 +428,7 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.ok;
     }
     const [command] = options.positionals;
+    runningCommand = command;
     if (options.help || !command) {
       (options.help ? process.stdout : process.stderr).write(HELP);
       return options.help ? EXIT.ok : EXIT.usage;
@@ -464,14 +471,18 @@ function report(err: unknown): number {
   return EXIT.runtime;
 }
 
+/** The command being run, so a closed pipe ends `run` with a failure and the others quietly. */
+let runningCommand: string | undefined;
+
 /**
  * `logferry dead-letter list | head -1`: once the reader is gone, a write fails with EPIPE. Like
  * `ls | head`, stop quietly (exit 0) instead of printing a stack trace for the unhandled 'error'.
- * On `run` this ends the process without saving checkpoints; the records it held are read again.
+ * `run` whose log or console pipe closed ends at once without its final checkpoint (the records it
+ * held are read again) and exits 74, so a supervisor sees that it did not finish.
  */
 function exitQuietlyOnClosedPipe(stream: NodeJS.WriteStream): void {
   stream.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(EXIT.ok);
+    if (err.code === 'EPIPE') process.exit(runningCommand === 'run' ? EXIT.io : EXIT.ok);
     process.stderr.write(`logferry: cannot write to ${stream === process.stdout ? 'stdout' : 'stderr'}: ${err.message}\n`);
     process.exit(EXIT.runtime);
   });

@@ -107,6 +107,8 @@ export interface LoadOptions {
    * options are validated like built-in ones. Returns a problem per plugin that could not load.
    */
   loadPlugins?: (specifiers: readonly string[], configFile: string, registry: ComponentRegistry) => Promise<ConfigProblem[]>;
+  /** Run the components' preflight checks (default true); read-only commands turn them off. */
+  preflight?: boolean;
 }
 
 /** Pipeline files are a few KiB; a bigger one is a mistake (or an attack) that YAML would chew on for long. */
@@ -258,7 +260,9 @@ export async function parseConfigText(
   if (Object.keys(settings.sinks).length === 0) problems.push(locate.problem(['sinks'], 'a pipeline needs at least one sink', 'key'));
 
   const warnings = checkGraph(components, kindOf, allComponentsValid, locate, problems);
-  for (const component of components) preflight(component, options.env ?? process.env, locate, problems, warnings);
+  if (options.preflight !== false) {
+    for (const component of components) preflight(component, options.env ?? process.env, locate, problems, warnings);
+  }
   if (problems.length > 0) fail(problems);
 
   return {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
+import { access, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { statSync } from 'node:fs';
+import { accessSync, constants, statSync } from 'node:fs';
 import { glob, globSync, isDynamicPattern, type GlobOptions } from 'tinyglobby';
 import { z } from 'zod';
 import { HOUR_MS, MiB, MINUTE_MS, pathSchema } from '../config/limits.js';
@@ -380,6 +380,7 @@ class JobLogTail implements Source {
     // Files opened on a watch event while the glob runs are not in its result: only the files
     // known before it can have stopped matching.
     const knownBefore = new Set(this.files.keys());
+    await this.checkFolders();
     const paths = await glob(this.options.include, globOptions(this.options));
     const seen = new Set<string>();
     for (const path of paths.sort()) {
@@ -419,6 +420,22 @@ class JobLogTail implements Source {
       if (!seen.has(file.identity) && !file.rotated && knownBefore.has(file.identity)) {
         file.rotated = true;
         this.ctx.log.info('file no longer matches the include globs (rotated or removed); reading it to its end', { path: file.path });
+      }
+    }
+  }
+
+  /**
+   * The glob skips a folder it cannot list without a word, so a folder that lost its permissions
+   * would look like one with no files: it is reported like an unreadable file (--once exits 74).
+   */
+  private async checkFolders(): Promise<void> {
+    for (const folder of new Set(this.options.include.map(staticFolderOf))) {
+      try {
+        await access(folder, constants.R_OK | constants.X_OK);
+        this.ctx.inputReadable(folder);
+      } catch (err) {
+        // A folder that does not exist yet is fine: files that appear later are picked up.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.ctx.inputUnreadable(folder, err);
       }
     }
   }
@@ -653,6 +670,16 @@ function preflightInclude(options: JobLogTailOptions): PreflightProblem[] {
       const base = pattern.replace(/\/+$/, '');
       problems.push({ path, message: `"${pattern}" is a folder; include names files, e.g. "${base}/*.ndjson" (hidden files are only read when the pattern names them)` });
       return;
+    }
+    const base = staticFolderOf(pattern);
+    try {
+      accessSync(base, constants.R_OK | constants.X_OK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') {
+        problems.push({ path, warning: true, message: `the folder ${base} cannot be listed (${code ?? (err as Error).message}); its files are not read until it can` });
+        return;
+      }
     }
     let matches: string[];
     try {

@@ -255,4 +255,43 @@ describe('a closed pipe', () => {
     expect(stderr).not.toContain('EPIPE');
     expect(stderr).not.toMatch(STACK_FRAME);
   });
+
+  it('ends `run` whose console output pipe closed with exit 74, not 0: it did not finish', SPAWNING, async () => {
+    const { dir, logs, data } = await setup();
+    await writeFile(join(logs, 'jobs.ndjson'), Array.from({ length: 3000 }, (_, i) => JSON.stringify(makeJob(9_100_000 + i)) + '\n').join(''));
+    const file = await writePipeline(
+      dir,
+      standardPipeline({ dataDir: data, include: join(logs, '*.ndjson'), out: '', sinks: '  shown:\n    type: console\n    inputs: [keyed]\n' }),
+    );
+    const child = spawn(process.execPath, [CLI, 'run', '--once', '-c', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const hung = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    child.stdout.destroy();
+    const code = await closed;
+    clearTimeout(hung);
+    expect(code, stderr).toBe(74);
+    expect(stderr).not.toMatch(STACK_FRAME);
+  });
+});
+
+describe('read-only commands', () => {
+  it('list dead letters without the secrets and files that run needs (no preflight)', SPAWNING, async () => {
+    const { dir, logs, out, data } = await setup();
+    await writeFile(join(logs, 'bad.ndjson'), '{"not":"a record"}\n');
+    const file = await writePipeline(
+      dir,
+      standardPipeline({ dataDir: data, include: join(logs, '*.ndjson'), out }).replace('    type: redact\n', '    type: redact\n    replacement: hash\n'),
+    );
+    const key = { LOGFERRY_HASH_KEY: 'a-secret-of-at-least-16-characters' };
+    const run = await runCli(['run', '--once', '-c', file], { cwd: dir, env: key, timeoutMs: 120_000 });
+    expect(run.code, run.stderr).toBe(0);
+    const validate = await runCli(['validate', '-c', file], { cwd: dir, env: { LOGFERRY_HASH_KEY: '' } });
+    expect(validate.code, validate.stderr).toBe(78);
+    const list = await runCli(['dead-letter', 'list', '-c', file], { cwd: dir, env: { LOGFERRY_HASH_KEY: '' } });
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toContain('LF_RECORD_INVALID');
+  });
 });

@@ -71,6 +71,33 @@ describe('unreadable input', () => {
     expect(lastLine).toContain('LF_INPUT_UNREADABLE');
   });
 
+  it('a folder of the include globs that cannot be listed is reported the same way (the glob alone would see no file)', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    const locked = join(dir, 'locked');
+    await mkdir(logs);
+    await mkdir(locked);
+    await writeFile(join(logs, 'a.ndjson'), JSON.stringify(makeJob(9_300_201)) + '\n');
+    await writeFile(join(locked, 'b.ndjson'), JSON.stringify(makeJob(9_300_202)) + '\n');
+    await chmod(locked, 0o000);
+    const out = join(dir, 'out');
+    const config = await writePipeline(
+      dir,
+      standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out }).replace(
+        `include: [${JSON.stringify(join(logs, '*.ndjson'))}]`,
+        `include: [${JSON.stringify(join(logs, '*.ndjson'))}, ${JSON.stringify(join(locked, '*.ndjson'))}]`,
+      ),
+    );
+    const result = await startUnprivileged(['run', '-c', config, '--once'], dir).exited;
+    await chmod(locked, 0o755);
+    expect(result.code, result.stderr).toBe(74);
+    expect(existsSync(join(out, jobKey(9_300_201)))).toBe(true);
+    const lastLine = result.stderr.trim().split('\n').at(-1)!;
+    expect(lastLine).toContain(`cannot read ${locked}`);
+    expect(lastLine).toContain('EACCES');
+    expect(result.stderr).toContain(`the folder ${locked} cannot be listed`);
+  });
+
   it('an input whose read(2) fails (not its open) is reported the same way', async () => {
     // sysfs files have a size of 4096 and may fail on read: the loopback interface has no link
     // speed, so reading /sys/class/net/lo/speed gives EINVAL, for root too. A symlink in the logs
