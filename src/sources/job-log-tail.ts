@@ -302,10 +302,10 @@ class JobLogTail implements Source {
       return;
     }
     if (renamed && info.size === 0) return;
-    // The name that disappeared held a file we follow, and this is another file: the two events
-    // were a delete (or a move out of the folder) and an unrelated new name, not one rename, since
-    // a rename keeps the inode we know.
-    if (renamed && [...this.files.values()].some((f) => f.path === from)) {
+    // The name that disappeared held a file we follow that is now deleted: the two events were a
+    // delete and an unrelated new name, not one rename. (A followed file still at that name says
+    // nothing: the watch may already have opened the next live file there.)
+    if (renamed && (await this.followedAndDeleted(from))) {
       this.ctx.log.debug('a file appeared right after a rename but is not the renamed file (the name that disappeared holds a file we follow); not read', { was: from, path });
       return;
     }
@@ -328,6 +328,15 @@ class JobLogTail implements Source {
     }
     this.files.set(identity, file);
     this.wake?.();
+  }
+
+  private async followedAndDeleted(path: string | undefined): Promise<boolean> {
+    for (const file of this.files.values()) {
+      if (file.path !== path) continue;
+      const info = await file.handle.stat().catch(() => undefined);
+      if (info?.nlink === 0) return true;
+    }
+    return false;
   }
 
   /** A file renamed away is text that starts with a JSON object, and no copy of a file we follow or finished. */

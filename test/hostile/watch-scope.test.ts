@@ -38,9 +38,11 @@ describe('the rotation watch reads only what the globs would', () => {
     await waitFor(() => existsSync(join(out, jobKey(7_000_000))), 30_000, 'the first job');
 
     // A delete, then a rename into the folder: two consecutive events, like the halves of a rename.
+    writeFileSync(join(dir, 'plain.prep'), line(7_000_006));
     writeFileSync(join(dir, 'hidden.prep'), line(7_000_001));
     writeFileSync(join(dir, 'excluded.prep'), line(7_000_002));
     rmSync(live);
+    renameSync(join(dir, 'plain.prep'), join(logs, 'notes.txt'));
     renameSync(join(dir, 'hidden.prep'), join(logs, '.env.ndjson'));
     writeFileSync(join(logs, 'jobs2.ndjson'), line(7_000_003));
     rmSync(join(logs, 'jobs2.ndjson'));
@@ -52,7 +54,7 @@ describe('the rotation watch reads only what the globs would', () => {
     running.child.kill('SIGTERM');
     const result = await running.exited;
     expect(result.code).toBe(0);
-    for (const id of [7_000_001, 7_000_002, 7_000_004]) expect([id, existsSync(join(out, jobKey(id)))]).toEqual([id, false]);
+    for (const id of [7_000_001, 7_000_002, 7_000_004, 7_000_006]) expect([id, existsSync(join(out, jobKey(id)))]).toEqual([id, false]);
     expect(result.stderr).not.toContain('following a file renamed out of the include globs');
   }, 120_000);
 });
