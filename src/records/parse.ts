@@ -229,6 +229,9 @@ export function classify(doc: JsonObject, written?: WrittenNumbers): RecordKind 
   if ('id' in doc || 'flow_id' in doc) {
     for (const field of ['id', 'flow_id'] as const) {
       const v = doc[field];
+      // The common case, without String() and the regex: a safe integer's digits are what it was
+      // written as unless the line wrote it otherwise, and then `written` has its text.
+      if (typeof v === 'number' && written?.[field] === undefined && Number.isSafeInteger(v) && v >= 0 && !Object.is(v, -0)) continue;
       const text = typeof v === 'number' ? numberText(v, written?.[field]) : undefined;
       if (text === undefined || !JOB_ID_TEXT.test(text)) {
         return new RecordError(
