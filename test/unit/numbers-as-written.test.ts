@@ -5,6 +5,8 @@ import { RecordError } from '../../src/errors.js';
 import { compileKeyTemplates, keyForDocument, keyForRecord } from '../../src/records/keys.js';
 import { classify, JOB_ID_TEXT, numberText, parseText, type ParseResult } from '../../src/records/parse.js';
 import { pathFormatSchema } from '../../src/transforms/path-format.js';
+import { documentBody } from '../../src/records/body.js';
+import { serializeRecord } from '../../src/sinks/serialize.js';
 
 /**
  * Finding 4 of issue 9: key parts and digests come from the numbers as written in the line, never
@@ -127,6 +129,24 @@ describe('classify: the fast path for plain safe integers', () => {
     expect(classify({ id: 100, flow_id: 7 }, { id: { value: 100, text: '100' } })).toBe('job');
     expect(classify({ id: 2 ** 53 - 1, flow_id: 0 })).toBe('job');
     expect(classify({ id: 2 ** 53, flow_id: 0 })).toBeInstanceOf(RecordError);
+  });
+});
+
+describe('bodies: exact digits only where the body is the line as read (README limits)', () => {
+  const BIG = '9007199254740993';
+
+  it('a line as read keeps the digits beyond 2^53 in its body and its key', () => {
+    const r = record(`{"id":${BIG},"flow_id":1,"status":"succeeded","started_at":"2019-09-13T12:22:18Z"}`);
+    expect(documentBody(r).toString()).toContain(BIG);
+    expect(keyForRecord(r, withFallback)).toContain(BIG);
+  });
+
+  it('a line that gives a key twice, and pretty output, carry the nearest double in the body; the key keeps the digits', () => {
+    const duplicated = record(`{"id":${BIG},"flow_id":1,"status":"succeeded","started_at":"2019-09-13T12:22:18Z","x":1,"x":2}`);
+    expect(documentBody(duplicated).toString()).toContain('"id":9007199254740992');
+    expect(keyForRecord(duplicated, withFallback)).toContain(BIG);
+    const plain = record(`{"id":${BIG},"flow_id":1,"status":"succeeded","started_at":"2019-09-13T12:22:18Z"}`);
+    expect(serializeRecord(plain, true).toString()).toContain('"id": 9007199254740992');
   });
 });
 
