@@ -96,11 +96,15 @@ export function collectSecrets(components: readonly ComponentConfig[]): string[]
   return secrets;
 }
 
+/** Path segments and query values shorter than this are words (`v1`, `http`, `json`, `_bulk`), not tokens. */
+export const MIN_URL_TOKEN_LENGTH = 8;
+
 /**
- * The parts of a URL that are tokens: user and password, the path after its first segment and the
- * query (whole), and each of those path segments and query values of at least 8 characters
- * (shorter ones are words such as `v1`, `http` or `json`, which would otherwise vanish from every
- * log line). The first segment stays visible, as in the log lines (`https://host/first/…`).
+ * The parts of a URL that are tokens: user and password, the path and query as a whole, and each
+ * path segment and query value, whatever its position (a webhook's token is often the first
+ * segment). Path and query parts shorter than MIN_URL_TOKEN_LENGTH are left out: they are words
+ * that would otherwise vanish from every log line. The log lines show no path segment at all
+ * (`https://host/…/…`, see safeUrl).
  */
 export function urlSecrets(uri: string): string[] {
   let url: URL;
@@ -118,14 +122,11 @@ export function urlSecrets(uri: string): string[] {
   };
   add(url.username);
   add(url.password);
-  const segments = url.pathname.split('/');
-  // segments[0] is '' (the path starts with '/'), segments[1] the first segment.
-  const rest = segments.slice(2);
-  const tail = (rest.length > 0 ? '/' + rest.join('/') : '') + url.search;
-  add(tail.replace(/^\//, ''));
-  add(url.search.slice(1));
-  for (const segment of rest) add(segment, 8);
-  for (const value of url.searchParams.values()) add(value, 8);
+  const path = url.pathname.replace(/^\//, '');
+  add(path + url.search, MIN_URL_TOKEN_LENGTH);
+  add(url.search.slice(1), MIN_URL_TOKEN_LENGTH);
+  for (const segment of path.split('/')) add(segment, MIN_URL_TOKEN_LENGTH);
+  for (const value of url.searchParams.values()) add(value, MIN_URL_TOKEN_LENGTH);
   if (secrets.length > 0) add(uri);
   return secrets;
 }

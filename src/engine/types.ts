@@ -46,6 +46,14 @@ export interface LogRecord {
    * A key uses a text only while the doc still holds the value it was parsed as.
    */
   readonly writtenNumbers?: WrittenNumbers;
+  /**
+   * Set by the parser when the line names `mask_data` somewhere other than once on each element
+   * of `lines` (a step nested in another, a step in an array in `lines`, a key given twice): the
+   * redact transform then masks steps at any depth under `lines`. Kept on the record, not only on
+   * the document, because a transform that deep-clones the document (JSON round trip,
+   * structuredClone) keeps the record's fields (`{ ...record, doc }`) but drops the document's mark.
+   */
+  readonly nestedMaskData?: boolean;
 }
 
 /** Paths of the numbers that key parts are made of (see LogRecord.writtenNumbers). */

@@ -4,7 +4,10 @@ import type { JsonObject, JsonValue } from '../engine/types.js';
  * Set on a document whose text names `mask_data` somewhere other than once on each element of
  * `lines` (a key given twice, a step nested inside another, a `lines` inside an array): masking
  * then walks everything under `lines` instead of its elements only. An enumerable symbol, so the
- * copies transforms make with `{ ...doc }` keep it, while JSON and `for...in` never see it.
+ * copies transforms make with `{ ...doc }` keep it, while JSON and `for...in` never see it. A deep
+ * clone (JSON round trip, structuredClone) drops it: the redact transform reads the same decision
+ * from the record (LogRecord.nestedMaskData); the mark still serves a transform that builds a new
+ * record around the same document, and callers that mask a bare document.
  */
 export const NESTED_MASK_DATA: unique symbol = Symbol('logferry.nestedMaskData');
 

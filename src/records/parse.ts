@@ -5,7 +5,7 @@ import type { JsonObject, JsonValue, KeyNumberPath, LineReference, LogRecord, Re
 import { checkText, sourceTextOf, TEXT_DUPLICATE_KEYS, TEXT_NESTED_MASK_DATA } from './body.js';
 import { textDigest } from './canonical.js';
 import { findJsonProblem, parseKeepingMaskData } from './json-text.js';
-import { markNestedMaskData } from './mask.js';
+import { hasNestedMaskData, markNestedMaskData } from './mask.js';
 import { DEFAULT_MAX_DEPTH, WATCHED_NUMBERS, scanStructure } from './structure.js';
 
 export interface ParseOptions {
@@ -150,6 +150,7 @@ export function parseText(text: string, origin: RecordOrigin, bytes?: Uint8Array
   let doc = value as JsonObject;
   if (checked === TEXT_DUPLICATE_KEYS) doc = parseWithMaskDataRule(text);
   else if (checked === TEXT_NESTED_MASK_DATA) markNestedMaskData(doc);
+  const nestedMaskData = checked === TEXT_NESTED_MASK_DATA || (checked === TEXT_DUPLICATE_KEYS && hasNestedMaskData(doc));
   const writtenNumbers = writtenNumbersOf(text, structure.numbers, doc);
   const kind = classify(doc, writtenNumbers);
   if (typeof kind !== 'string') return { ok: false, error: kind, doc };
@@ -157,7 +158,7 @@ export function parseText(text: string, origin: RecordOrigin, bytes?: Uint8Array
   const receivedDigest = kind === 'activity' ? textDigest(text) : undefined;
   const sourceText = bytes === undefined ? undefined : sourceTextOf(doc, text, bytes, options.ownedBytes, checked !== TEXT_DUPLICATE_KEYS);
   // One object literal, so every parsed record has the same shape.
-  const record: LogRecord = { kind, doc, origin, receivedDigest, sourceText, writtenNumbers };
+  const record: LogRecord = { kind, doc, origin, receivedDigest, sourceText, writtenNumbers, nestedMaskData };
   return { ok: true, record };
 }
 
@@ -228,6 +229,9 @@ export function classify(doc: JsonObject, written?: WrittenNumbers): RecordKind 
   if ('id' in doc || 'flow_id' in doc) {
     for (const field of ['id', 'flow_id'] as const) {
       const v = doc[field];
+      // The common case, without String() and the regex: a safe integer's digits are what it was
+      // written as unless the line wrote it otherwise, and then `written` has its text.
+      if (typeof v === 'number' && written?.[field] === undefined && Number.isSafeInteger(v) && v >= 0 && !Object.is(v, -0)) continue;
       const text = typeof v === 'number' ? numberText(v, written?.[field]) : undefined;
       if (text === undefined || !JOB_ID_TEXT.test(text)) {
         return new RecordError(

@@ -86,7 +86,9 @@ export type RedactOptions = z.output<typeof redactSchema>;
 
 /** Always returns a string, so it serves whole values and matched parts of strings alike. */
 type Replace = (value: JsonValue) => string;
-type DocumentStep = (doc: JsonObject) => JsonObject;
+type DocumentStep = (doc: JsonObject, nestedMaskData: boolean) => JsonObject;
+/** `nestedMaskData`: mask steps at any depth under `lines` (LogRecord.nestedMaskData says when). */
+export type Redactor = (doc: JsonObject, nestedMaskData?: boolean) => JsonObject;
 
 /**
  * Compiles the options once into a function that returns the document with everything redacted.
@@ -98,11 +100,11 @@ export function createRedactor(
   env: NodeJS.ProcessEnv = process.env,
   /** Mask steps at any depth under `lines` whatever the document (the dead letters). */
   deepMaskData = false,
-): (doc: JsonObject) => JsonObject {
+): Redactor {
   const replace = createReplace(options, env);
   const steps: DocumentStep[] = [];
   // mask_data first: a masked step's values then are plain replacements the later steps leave alone.
-  if (options.mask_data) steps.push((doc) => applyMaskData(doc, replace, deepMaskData));
+  if (options.mask_data) steps.push((doc, nestedMaskData) => applyMaskData(doc, replace, deepMaskData || nestedMaskData));
   for (const path of options.fields) {
     const segments = path.split('.');
     steps.push((doc) => replaceAtPath(doc, segments, 0, replace) as JsonObject);
@@ -111,7 +113,7 @@ export function createRedactor(
     const redactText = createTextRedactor(options.patterns.map(compilePattern), replace);
     steps.push((doc) => redactStrings(doc, redactText) as JsonObject);
   }
-  return (doc) => steps.reduce((current, step) => step(current), doc);
+  return (doc, nestedMaskData = false) => steps.reduce((current, step) => step(current, nestedMaskData), doc);
 }
 
 /**

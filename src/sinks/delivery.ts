@@ -72,11 +72,19 @@ export function settleAll(deliveries: readonly Delivery[], verdict: Verdict, cod
   else if (verdict.kind === 'permanent') for (const d of deliveries) d.rejected(verdict.reason, code);
 }
 
-/** Removes credentials and tokens from a URL before it is logged: `https://host/receiver/…`. */
+/**
+ * Removes credentials and tokens from a URL before it is logged. Any path segment may be a token
+ * (a webhook's is often the first), so each shows as `…`, which keeps the path's shape readable:
+ * `https://host/…/…/…?…`.
+ */
 export function safeUrl(url: string | URL): string {
   try {
     const u = new URL(url);
-    return `${u.protocol}//${u.host}${u.pathname.split('/').slice(0, 2).join('/')}${u.pathname.split('/').length > 2 ? '/…' : ''}`;
+    const path = u.pathname
+      .split('/')
+      .map((segment) => (segment === '' ? '' : '…'))
+      .join('/');
+    return `${u.protocol}//${u.host}${path}${u.search ? '?…' : ''}`;
   } catch {
     return '(invalid url)';
   }

@@ -18,7 +18,8 @@ export const redactTransform: ComponentDefinition<'transform', typeof redactSche
     const redact = createRedactor(options);
     return {
       process(record: LogRecord): LogRecord {
-        const doc = redact(record.doc);
+        // The record's flag, not only the document's mark: a transform before may have deep-cloned the doc.
+        const doc = redact(record.doc, record.nestedMaskData === true);
         if (doc === record.doc) return record;
         ctx.metrics.count(ctx.id, 'redacted');
         return { ...record, doc };

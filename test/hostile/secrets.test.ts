@@ -22,6 +22,8 @@ const BEARER = 'bearer-tok-5f1e0c9a7d3b';
 const BASIC_PASSWORD = 'basic-pass-Qw8!z/2+x';
 const QUERY_TOKEN = 'query-tok-c0ffee123456';
 const PATH_TOKEN = 'path-tok-deadbeef9876';
+/** A webhook's token as the only path segment: logged on each retry before safeUrl hid it. */
+const FIRST_SEGMENT_TOKEN = '3f9a1c7e5b2d4a6f8e0c';
 const API_KEY = 'x-api-key-b16b00b5aa11';
 const SUMO_TOKEN = 'ZaVnC4dhaV2-sumo-token-Xb6tqw==';
 
@@ -69,6 +71,8 @@ ${sink('bearer', `    type: http
     uri: ${JSON.stringify(`${url}/basic`)}
     auth: { strategy: basic, user: shipper, password: ${JSON.stringify(BASIC_PASSWORD)} }
     headers: { X-Api-Key: ${JSON.stringify(API_KEY)} }
+`)}${sink('webhook', `    type: http
+    uri: ${JSON.stringify(`${url}/${FIRST_SEGMENT_TOKEN}`)}
 `)}${sink('sumo', `    type: sumo_logic
     url: ${JSON.stringify(`${url}/receiver/v1/http/${SUMO_TOKEN}`)}
     category: prod/jobs
@@ -83,6 +87,7 @@ const FORBIDDEN = [
   encodeURIComponent(BASIC_PASSWORD),
   QUERY_TOKEN,
   PATH_TOKEN,
+  FIRST_SEGMENT_TOKEN,
   API_KEY,
   SUMO_TOKEN,
   encodeURIComponent(SUMO_TOKEN),
@@ -93,7 +98,7 @@ function expectNoSecret(where: string, text: string): void {
 }
 
 describe('credentials echoed by a destination', () => {
-  it('reach no log line (text and json) and no dead letter: bearer, basic, URI tokens, secret headers, the Sumo URL', async () => {
+  it('reach no log line (text and json) and no dead letter: bearer, basic, URI tokens (first segment included), secret headers, the Sumo URL', async () => {
     const dir = await scratch(cleanup);
     await mkdir(join(dir, 'logs'));
     await writeFile(join(dir, 'logs', 'jobs.ndjson'), [makeJob(9_100_001), makeJob(9_100_002)].map((j) => JSON.stringify(j)).join('\n') + '\n');
@@ -116,7 +121,7 @@ describe('credentials echoed by a destination', () => {
       const data = await readTree(dataDir);
       const deadLetters = [...data].filter(([path]) => path.startsWith('dead_letter')).map(([, content]) => content.toString('utf8')).join('');
       // One dead letter per record per sink, each with the echo in its reason.
-      expect(deadLetters.trim().split('\n')).toHaveLength(6);
+      expect(deadLetters.trim().split('\n')).toHaveLength(8);
       expect(deadLetters).toContain('***');
       for (const [path, content] of data) expectNoSecret(`${format}: ${path}`, content.toString('utf8'));
 
@@ -128,7 +133,7 @@ describe('credentials echoed by a destination', () => {
 
     // The server really saw the credentials: the test would catch an echo that got through.
     const seen = server.requests.map((r) => `${r.url} ${JSON.stringify(r.headers)}`).join('\n');
-    for (const secret of [BEARER, QUERY_TOKEN, PATH_TOKEN, API_KEY, SUMO_TOKEN, Buffer.from(`shipper:${BASIC_PASSWORD}`).toString('base64')]) {
+    for (const secret of [BEARER, QUERY_TOKEN, PATH_TOKEN, FIRST_SEGMENT_TOKEN, API_KEY, SUMO_TOKEN, Buffer.from(`shipper:${BASIC_PASSWORD}`).toString('base64')]) {
       expect(seen).toContain(secret);
     }
   }, 180_000);

@@ -1,9 +1,12 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { JsonObject, LogRecord } from '../../src/engine/types.js';
+import type { JsonObject, LogRecord, WrittenNumbers } from '../../src/engine/types.js';
 import { RecordError } from '../../src/errors.js';
 import { compileKeyTemplates, keyForDocument, keyForRecord } from '../../src/records/keys.js';
-import { parseText, type ParseResult } from '../../src/records/parse.js';
+import { classify, JOB_ID_TEXT, numberText, parseText, type ParseResult } from '../../src/records/parse.js';
 import { pathFormatSchema } from '../../src/transforms/path-format.js';
+import { documentBody } from '../../src/records/body.js';
+import { serializeRecord } from '../../src/sinks/serialize.js';
 
 /**
  * Finding 4 of issue 9: key parts and digests come from the numbers as written in the line, never
@@ -95,6 +98,55 @@ describe('job key parts use the digits as written', () => {
     expect(keyOrError(`{"id":9007199254740993,"flow_id":234,"status":"succeeded","started_at":"2018-05-21T00:00:00Z","id":1E2}`, withFallback)).toContain('got number 1E2');
     expect(keyOrError(`{"\\u0069d":1E2,"flow_id":234,"status":"succeeded","started_at":"2018-05-21T00:00:00Z"}`, withFallback)).toContain('got number 1E2');
     expect(keyOrError(`{"id":100,"flow_id":234,"status":"succeeded","started_at":"2018-05-21T00:00:00Z","report":{"workato":{"job_context":{"user_id":1E2}}},"report":{"workato":{"job_context":{"user_id":9007199254740993}}}}`)).toMatch(/^9007199254740993\/jobs\//);
+  });
+});
+
+describe('classify: the fast path for plain safe integers', () => {
+  /** What classify accepted before its fast path: the id's text (as written, else String()) against JOB_ID_TEXT. */
+  function acceptedByText(value: number, written?: { value: number; text: string }): boolean {
+    const text = numberText(value, written);
+    return text !== undefined && JOB_ID_TEXT.test(text);
+  }
+
+  it('accepts and refuses exactly what the text rule does, for numbers with and without a written text', () => {
+    const edges = [0, -0, 1, -1, 1.5, 2 ** 53 - 1, 2 ** 53, 2 ** 53 + 2, 1e21, 1e22, Number.MAX_SAFE_INTEGER, NaN, Infinity, -Infinity, 5e-324];
+    const values = fc.oneof(fc.constantFrom(...edges), fc.integer(), fc.maxSafeNat(), fc.double());
+    const writtenText = fc.option(fc.constantFrom('1E2', '1.0', '-0', '100', '007', '9007199254740993'), { nil: undefined });
+    fc.assert(
+      fc.property(values, writtenText, (value, text) => {
+        const written: WrittenNumbers | undefined = text === undefined ? undefined : { id: { value, text } };
+        const kind = classify({ id: value, flow_id: 7 }, written);
+        expect(kind === 'job', `${String(value)} written ${text}`).toBe(acceptedByText(value, written?.id));
+      }),
+      { seed: 42, numRuns: 2000 },
+    );
+  });
+
+  it('refuses a safe integer written otherwise (1E2, 1.0) and -0, accepts one written as plain digits', () => {
+    expect(classify({ id: 100, flow_id: 7 }, { id: { value: 100, text: '1E2' } })).toBeInstanceOf(RecordError);
+    expect(classify({ id: 1, flow_id: 7 }, { flow_id: { value: 7, text: '7.0' } })).toBeInstanceOf(RecordError);
+    expect(classify({ id: -0, flow_id: 7 })).toBeInstanceOf(RecordError);
+    expect(classify({ id: 100, flow_id: 7 }, { id: { value: 100, text: '100' } })).toBe('job');
+    expect(classify({ id: 2 ** 53 - 1, flow_id: 0 })).toBe('job');
+    expect(classify({ id: 2 ** 53, flow_id: 0 })).toBeInstanceOf(RecordError);
+  });
+});
+
+describe('bodies: exact digits only where the body is the line as read (README limits)', () => {
+  const BIG = '9007199254740993';
+
+  it('a line as read keeps the digits beyond 2^53 in its body and its key', () => {
+    const r = record(`{"id":${BIG},"flow_id":1,"status":"succeeded","started_at":"2019-09-13T12:22:18Z"}`);
+    expect(documentBody(r).toString()).toContain(BIG);
+    expect(keyForRecord(r, withFallback)).toContain(BIG);
+  });
+
+  it('a line that gives a key twice, and pretty output, carry the nearest double in the body; the key keeps the digits', () => {
+    const duplicated = record(`{"id":${BIG},"flow_id":1,"status":"succeeded","started_at":"2019-09-13T12:22:18Z","x":1,"x":2}`);
+    expect(documentBody(duplicated).toString()).toContain('"id":9007199254740992');
+    expect(keyForRecord(duplicated, withFallback)).toContain(BIG);
+    const plain = record(`{"id":${BIG},"flow_id":1,"status":"succeeded","started_at":"2019-09-13T12:22:18Z"}`);
+    expect(serializeRecord(plain, true).toString()).toContain('"id": 9007199254740992');
   });
 });
 

@@ -3,6 +3,7 @@ import { silentLogger } from '../../src/engine/logger.js';
 import { Metrics } from '../../src/engine/metrics.js';
 import type { ComponentContext, JsonObject, JsonValue, LogRecord, Transform } from '../../src/engine/types.js';
 import { LogferryError } from '../../src/errors.js';
+import { parseText } from '../../src/records/parse.js';
 import { createRedactor, luhnValid, redactSchema } from '../../src/records/redaction.js';
 import { redactTransform } from '../../src/transforms/redact.js';
 
@@ -151,6 +152,32 @@ describe('fast path', () => {
     expect(out.receivedDigest).toBe('abc');
     expect((out.doc.user as JsonObject).email).toBe('<redacted>');
     expect(ctx.metrics.snapshot().components.redacted).toEqual({ redacted: 1 });
+  });
+
+  it('masks nested steps after a transform deep-cloned the document (the record carries the decision)', async () => {
+    const transform = (await redactTransform.build(redactSchema.parse({}), context())) as Transform;
+    const step = '{"mask_data":true,"input":"SECRET-in","output":"SECRET-out"}';
+    const texts = [
+      `{"id":1,"flow_id":2,"lines":[[${step}]]}`,
+      `{"id":1,"flow_id":2,"lines":[{"sub":${step}}]}`,
+      // A key given twice: parsed again with the mask_data rule.
+      `{"id":1,"flow_id":2,"lines":[{"sub":${step.replace('"mask_data":true', '"mask_data":false,"mask_data":true')}}]}`,
+    ];
+    const clones: ((doc: JsonObject) => JsonObject)[] = [(doc) => JSON.parse(JSON.stringify(doc)) as JsonObject, (doc) => structuredClone(doc)];
+    for (const text of texts) {
+      const parsed = parseText(text, { source: 'jobs' });
+      if (!parsed.ok) throw parsed.error;
+      expect(parsed.record.nestedMaskData, text).toBe(true);
+      for (const clone of clones) {
+        const cloned: LogRecord = { ...parsed.record, doc: clone(parsed.record.doc) };
+        const out = (await transform.process(cloned)) as LogRecord;
+        expect(JSON.stringify(out.doc), text).not.toContain('SECRET');
+        expect(JSON.stringify(out.doc), text).toContain('<redacted>');
+      }
+    }
+    // The common shape: no deep walk asked for.
+    const plain = parseText(`{"id":1,"flow_id":2,"lines":[${step}]}`, { source: 'jobs' });
+    expect(plain.ok && plain.record.nestedMaskData).toBe(false);
   });
 });
 

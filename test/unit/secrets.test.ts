@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/engine/logger.js';
 import { collectSecrets, MIN_SECRET_LENGTH, SecretScrubber, urlSecrets } from '../../src/engine/secrets.js';
 import type { ComponentConfig } from '../../src/config/types.js';
+import { safeUrl } from '../../src/sinks/delivery.js';
 import { httpSecrets, httpSink, httpSinkSchema } from '../../src/sinks/http.js';
 import { s3Secrets, s3SinkSchema } from '../../src/sinks/s3.js';
 import sumoPlugin from '../../plugins/sumologic/index.js';
@@ -47,15 +48,44 @@ describe('SecretScrubber', () => {
 });
 
 describe('secrets hooks', () => {
-  it('urlSecrets: userinfo, the path after its first segment, query values; short words are not secrets', () => {
+  it('urlSecrets: userinfo, the path and query, each segment and query value of 8+ characters; short words are not secrets', () => {
     const secrets = urlSecrets('https://user:pa55word@collector.example.com/receiver/v1/http/ZaVnC4dhaV3-long-token?code=abcdefgh12&fmt=json');
     expect(secrets).toEqual(
-      expect.arrayContaining(['user', 'pa55word', 'v1/http/ZaVnC4dhaV3-long-token?code=abcdefgh12&fmt=json', 'ZaVnC4dhaV3-long-token', 'abcdefgh12']),
+      expect.arrayContaining([
+        'user',
+        'pa55word',
+        'receiver/v1/http/ZaVnC4dhaV3-long-token?code=abcdefgh12&fmt=json',
+        'receiver',
+        'ZaVnC4dhaV3-long-token',
+        'abcdefgh12',
+      ]),
     );
     expect(secrets).not.toContain('http');
     expect(secrets).not.toContain('json');
-    expect(secrets).not.toContain('receiver');
     expect(urlSecrets('https://logs.example.com/ingest')).toEqual([]);
+  });
+
+  it('urlSecrets: a token in the first path segment is a secret; a short path such as /_bulk is not', () => {
+    const uri = 'https://hooks.example.com/3f9a1c7e5b2d4a6f8e0c';
+    expect(urlSecrets(uri)).toEqual(expect.arrayContaining(['3f9a1c7e5b2d4a6f8e0c', uri]));
+    const scrubber = new SecretScrubber(urlSecrets(uri));
+    expect(scrubber.scrub(`HTTP 503 from ${uri}`)).toBe('HTTP 503 from ***');
+    expect(scrubber.scrub('token 3f9a1c7e5b2d4a6f8e0c echoed')).toBe('token *** echoed');
+    // A 5-character path (the tail of an Elasticsearch URL) is a word: it must not blank `_bulk` everywhere.
+    expect(urlSecrets('https://es.example.com/_bulk')).toEqual([]);
+    expect(urlSecrets('https://es.example.com/logs-2026/_bulk')).not.toContain('_bulk');
+    expect(new SecretScrubber(urlSecrets('https://es.example.com/_bulk?x=1')).scrub('POST /_bulk failed')).toBe('POST /_bulk failed');
+  });
+
+  it('safeUrl shows no path segment and no query value, only the shape of the path', () => {
+    expect(safeUrl('https://hooks.example.com/3f9a1c7e5b2d4a6f8e0c')).toBe('https://hooks.example.com/…');
+    expect(safeUrl('https://u:p@collector.example.com:8443/receiver/v1/http/TOKEN?code=abc')).toBe('https://collector.example.com:8443/…/…/…/…?…');
+    expect(safeUrl('http://127.0.0.1:9000/')).toBe('http://127.0.0.1:9000/');
+    expect(safeUrl('http://host/a/')).toBe('http://host/…/');
+    expect(safeUrl('not a url')).toBe('(invalid url)');
+    for (const uri of ['https://h.example.com/3f9a1c7e5b2d4a6f8e0c', 'https://h.example.com/x/y?t=secret-value-1']) {
+      expect(safeUrl(uri)).not.toMatch(/3f9a|secret|x\/y/);
+    }
   });
 
   it('http: token, password with user:password and its base64, uri tokens, secret headers', () => {
