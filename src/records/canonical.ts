@@ -15,6 +15,32 @@ import { stringEnd } from './splice.js';
  * write them, this is the same text as `canonicalJson(JSON.parse(text))`, so digests made before
  * did not change. Only meaningful for text JSON.parse accepted.
  */
+/**
+ * A number as it is written in a line, for the one reading that needs it (the redact `hash`
+ * replacement; see json-text.ts parseKeepingMaskData). canonicalJson writes it as JSON.stringify
+ * would write its double when the double holds it exactly, and as written when it does not
+ * (integers beyond 2^53, more digits than a double keeps, 1e400): equal values hash equally, and
+ * numbers a double cannot tell apart still hash differently.
+ */
+export class WrittenNumber {
+  readonly canonical: string;
+  constructor(readonly text: string) {
+    const value = Number(text);
+    this.canonical = exactAsDouble(text, value) ? (Object.is(value, -0) ? '-0' : String(value)) : text;
+  }
+}
+
+const INTEGER_TEXT = /^-?\d+$/;
+
+function exactAsDouble(text: string, value: number): boolean {
+  if (!Number.isFinite(value)) return false;
+  if (INTEGER_TEXT.test(text)) return Number.isSafeInteger(value) || BigInt(text) === BigInt(value);
+  // A fraction or an exponent: a double keeps 15 to 17 significant digits; beyond 15, two texts
+  // may share one double, so the text is kept.
+  const digits = text.replace(/[eE].*$/, '').replace(/[-.]/g, '').replace(/^0+/, '');
+  return digits.length <= 15;
+}
+
 /** With the u flag a surrogate pair is one code point, so this matches only a lone surrogate. */
 const LONE_SURROGATE = /[\ud800-\udfff]/u;
 
@@ -89,6 +115,10 @@ export function canonicalJson(value: JsonValue): string {
     top.parts.push(key === undefined ? text : JSON.stringify(key) + ':' + text);
   };
   const visit = (item: unknown, inArray: boolean): void => {
+    if (item instanceof WrittenNumber) {
+      emit(item.canonical);
+      return;
+    }
     if (item !== null && typeof item === 'object') {
       if (ancestors.has(item)) throw new TypeError('cannot write the canonical JSON of a document that contains itself');
       ancestors.add(item);

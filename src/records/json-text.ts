@@ -1,4 +1,5 @@
 import type { JsonObject, JsonValue } from '../engine/types.js';
+import { WrittenNumber } from './canonical.js';
 import { skipSpace, stringEnd } from './splice.js';
 
 /**
@@ -24,8 +25,10 @@ interface OpenContainer {
  * Parses text JSON.parse accepted, as JSON.parse does (a repeated key keeps its first place and
  * its last value), except that a `mask_data` key that was `true` stays true whatever comes after
  * it: `{"mask_data":true,"mask_data":false}` is a masked step. Only for text that is valid JSON.
+ * With `numbersAsWritten`, numbers are WrittenNumber objects holding their text (not JSON values:
+ * only for the redact hash, which reads them through canonicalJson).
  */
-export function parseKeepingMaskData(text: string): MaskDataParse {
+export function parseKeepingMaskData(text: string, numbersAsWritten = false): MaskDataParse {
   const stack: OpenContainer[] = [];
   let maskDataKeys = 0;
   let i = skipSpace(text, 0);
@@ -58,7 +61,9 @@ export function parseKeepingMaskData(text: string): MaskDataParse {
     } else {
       const start = i;
       i = scalarEnd(text, i);
-      value = JSON.parse(text.slice(start, i)) as JsonValue;
+      const scalar = text.slice(start, i);
+      // `numbersAsWritten` (redact hashes): a number keeps its text, which its double may not hold.
+      value = numbersAsWritten && c !== 0x74 && c !== 0x66 && c !== 0x6e ? (new WrittenNumber(scalar) as unknown as JsonValue) : (JSON.parse(scalar) as JsonValue);
     }
     // Attach the value to its container; close every container that ends right after it.
     for (;;) {

@@ -3,8 +3,9 @@ import { isIPv6 } from 'node:net';
 import { z } from 'zod';
 import type { JsonObject, JsonValue } from '../engine/types.js';
 import { LogferryError } from '../errors.js';
-import { canonicalJson } from './canonical.js';
-import { applyMaskData, DEFAULT_MASK } from './mask.js';
+import { canonicalJson, WrittenNumber } from './canonical.js';
+import { parseKeepingMaskData } from './json-text.js';
+import { applyMaskData, DEFAULT_MASK, hasNestedMaskData, markNestedMaskData } from './mask.js';
 
 export const BUILTIN_PATTERNS = ['email', 'ipv4', 'ipv6', 'credit_card', 'aws_access_key', 'bearer_token'] as const;
 export type BuiltinPattern = (typeof BUILTIN_PATTERNS)[number];
@@ -86,9 +87,19 @@ export type RedactOptions = z.output<typeof redactSchema>;
 
 /** Always returns a string, so it serves whole values and matched parts of strings alike. */
 type Replace = (value: JsonValue) => string;
-type DocumentStep = (doc: JsonObject, nestedMaskData: boolean) => JsonObject;
-/** `nestedMaskData`: mask steps at any depth under `lines` (LogRecord.nestedMaskData says when). */
-export type Redactor = (doc: JsonObject, nestedMaskData?: boolean) => JsonObject;
+type DocumentStep = (doc: JsonObject, nestedMaskData: boolean, replace: Replace) => JsonObject;
+/**
+ * `nestedMaskData`: mask steps at any depth under `lines` (LogRecord.nestedMaskData says when).
+ * `text`: the line `doc` was parsed from, unchanged (SourceText), so keyed hashes can be made from
+ * numbers as written (see redactHashingWrittenNumbers).
+ */
+export type Redactor = (doc: JsonObject, nestedMaskData?: boolean, text?: string) => JsonObject;
+
+/**
+ * A line that may hold a number its double cannot: 16 or more digits in a row (dots allowed
+ * between them), or a three-digit exponent. Other lines hash their parsed values, which is exact.
+ */
+const MAY_HOLD_INEXACT_NUMBER = /(?:\d\.?){16}|[eE][+-]?\d{3}/;
 
 /**
  * Compiles the options once into a function that returns the document with everything redacted.
@@ -104,16 +115,52 @@ export function createRedactor(
   const replace = createReplace(options, env);
   const steps: DocumentStep[] = [];
   // mask_data first: a masked step's values then are plain replacements the later steps leave alone.
-  if (options.mask_data) steps.push((doc, nestedMaskData) => applyMaskData(doc, replace, deepMaskData || nestedMaskData));
+  if (options.mask_data) steps.push((doc, nestedMaskData, using) => applyMaskData(doc, using, deepMaskData || nestedMaskData));
   for (const path of options.fields) {
     const segments = path.split('.');
-    steps.push((doc) => replaceAtPath(doc, segments, 0, replace) as JsonObject);
+    steps.push((doc, _nested, using) => replaceAtPath(doc, segments, 0, using) as JsonObject);
   }
   if (options.patterns.length > 0) {
-    const redactText = createTextRedactor(options.patterns.map(compilePattern), replace);
-    steps.push((doc) => redactStrings(doc, redactText) as JsonObject);
+    const redactText = createTextRedactor(options.patterns.map(compilePattern));
+    steps.push((doc, _nested, using) => redactStrings(doc, (text) => redactText(text, using)) as JsonObject);
   }
-  return (doc, nestedMaskData = false) => steps.reduce((current, step) => step(current, nestedMaskData), doc);
+  const run = (doc: JsonObject, nestedMaskData: boolean, using: Replace): JsonObject =>
+    steps.reduce((current, step) => step(current, nestedMaskData, using), doc);
+  const hashing = options.replacement === HASH_REPLACEMENT;
+  return (doc, nestedMaskData = false, text) => {
+    if (!hashing || text === undefined || !MAY_HOLD_INEXACT_NUMBER.test(text)) return run(doc, nestedMaskData, replace);
+    return redactHashingWrittenNumbers(doc, text, nestedMaskData, replace, run);
+  };
+}
+
+/**
+ * Keyed hashes of values that hold numbers are made from the numbers as written in the line, never
+ * from doubles: 9007199254740993 and 9007199254740992 (one double) hash differently, and 1e400
+ * (Infinity, which JSON writes as null) does not hash like null. The steps run once on the line
+ * read with numbers as written, collecting each hash in the order they are made, then on the
+ * document, which has the same shape, taking those hashes in the same order. Should the two runs
+ * not line up (they always do for a document parsed from `text`), the hashes of the parsed values
+ * are used, as for records without text.
+ */
+function redactHashingWrittenNumbers(
+  doc: JsonObject,
+  text: string,
+  nestedMaskData: boolean,
+  replace: Replace,
+  run: (doc: JsonObject, nestedMaskData: boolean, using: Replace) => JsonObject,
+): JsonObject {
+  const written = parseKeepingMaskData(text, true).value;
+  if (written === null || typeof written !== 'object' || Array.isArray(written) || written instanceof WrittenNumber) return run(doc, nestedMaskData, replace);
+  if (hasNestedMaskData(doc)) markNestedMaskData(written);
+  const hashes: string[] = [];
+  run(written, nestedMaskData, (value) => {
+    const hash = replace(value);
+    hashes.push(hash);
+    return hash;
+  });
+  let next = 0;
+  const redacted = run(doc, nestedMaskData, () => hashes[next++] ?? '');
+  return next === hashes.length ? redacted : run(doc, nestedMaskData, replace);
 }
 
 /**
@@ -169,7 +216,7 @@ function replaceAtPath(value: JsonValue, path: readonly string[], depth: number,
     // Keeps an already-redacted document identical instead of copying it for the same text.
     return replaced === value ? value : replaced;
   }
-  if (value === null || typeof value !== 'object') return value;
+  if (value === null || typeof value !== 'object' || value instanceof WrittenNumber) return value;
   const segment = path[depth] as string;
   const descend = (child: JsonValue): JsonValue => replaceAtPath(child, path, depth + 1, replace);
 
@@ -394,8 +441,8 @@ export function luhnValid(digits: string): boolean {
  * so no pattern matches inside another's replacement (a hash's hex digits, say) and overlapping
  * matches become one replacement.
  */
-function createTextRedactor(patterns: readonly CompiledPattern[], replace: Replace): (text: string) => string {
-  return (text) => {
+function createTextRedactor(patterns: readonly CompiledPattern[]): (text: string, replace: Replace) => string {
+  return (text, replace) => {
     const spans: Span[] = [];
     for (const pattern of patterns) {
       if (pattern.mightMatch(text)) pattern.collect(text, spans);
@@ -424,7 +471,8 @@ function mergeOverlapping(spans: Span[]): Span[] {
 
 function redactStrings(value: JsonValue, redactText: (text: string) => string): JsonValue {
   if (typeof value === 'string') return redactText(value);
-  if (value === null || typeof value !== 'object') return value;
+  // A number as written is a number: patterns look at strings only.
+  if (value === null || typeof value !== 'object' || value instanceof WrittenNumber) return value;
   const walk = (child: JsonValue): JsonValue => redactStrings(child, redactText);
   return Array.isArray(value) ? mapArray(value, walk) : mapObject(value, walk);
 }

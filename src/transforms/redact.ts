@@ -19,7 +19,9 @@ export const redactTransform: ComponentDefinition<'transform', typeof redactSche
     return {
       process(record: LogRecord): LogRecord {
         // The record's flag, not only the document's mark: a transform before may have deep-cloned the doc.
-        const doc = redact(record.doc, record.nestedMaskData === true);
+        // The line as read, while no transform before changed the document: hashes of numbers as written.
+        const text = record.sourceText !== undefined && record.sourceText.doc === record.doc ? record.sourceText.text : undefined;
+        const doc = redact(record.doc, record.nestedMaskData === true, text);
         if (doc === record.doc) return record;
         ctx.metrics.count(ctx.id, 'redacted');
         return { ...record, doc };

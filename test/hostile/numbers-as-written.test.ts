@@ -92,4 +92,27 @@ describe.each([
       ['LF_RECORD_BAD_TIME', 'outside the years'],
     ]);
   }, 60_000);
+
+  it('hashes numbers as written with redact replacement: hash (two ids one double cannot tell apart, 1e400 and null)', async () => {
+    const dir = await scratch(cleanup);
+    await mkdir(join(dir, 'logs'));
+    const pad = pool ? 'p'.repeat(1200) : '';
+    const event = (resourceId: string, n: number): string =>
+      `{"event":"recipe_started","team":{"id":${n}},"resource":{"id":${resourceId}},"timestamp":"2019-09-13 17:24:16 UTC","pad":"${pad}"}`;
+    const ids = ['9007199254740993', '9007199254740992', '1e400', 'null'];
+    await writeFile(join(dir, 'logs', 'n.ndjson'), ids.map((id, n) => event(id, n + 1)).join('\n') + '\n');
+    const yaml = pipelineYaml(dir, pool).replace(
+      'transforms:\n  keyed:\n    type: path_format\n    inputs: [jobs]',
+      'transforms:\n  hashed:\n    type: redact\n    replacement: hash\n    fields: [resource.id]\n    inputs: [jobs]\n  keyed:\n    type: path_format\n    inputs: [hashed]',
+    );
+    const config = await writePipeline(dir, yaml);
+    const result = await runCli(['run', '-c', config, '--once'], { cwd: dir, env: { LOGFERRY_HASH_KEY: 'a-secret-of-at-least-16-characters' } });
+    expect(result.code, result.stderr).toBe(0);
+    const tree = await readTree(join(dir, 'out'));
+    const hashes = new Map<number, string>();
+    for (const [key, body] of tree) hashes.set(Number(key.split('/')[0]), (JSON.parse(body.toString('utf8')) as { resource: { id: string } }).resource.id);
+    expect([...hashes.keys()].sort()).toEqual([1, 2, 3, 4]);
+    for (const hash of hashes.values()) expect(hash).toMatch(/^hmac-sha256:[0-9a-f]{32}$/);
+    expect(new Set(hashes.values()).size).toBe(4);
+  }, 60_000);
 });
