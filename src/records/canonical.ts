@@ -38,6 +38,8 @@ function exactAsDouble(text: string, value: number): boolean {
   // A fraction or an exponent: a double keeps 15 to 17 significant digits; beyond 15, two texts
   // may share one double, so the text is kept.
   const digits = text.replace(/[eE].*$/, '').replace(/[-.]/g, '').replace(/^0+/, '');
+  // 1e-400 is 0 as a double: only a text with no digit but zeros is.
+  if (value === 0) return digits.replace(/0+$/, '') === '';
   return digits.length <= 15;
 }
 

@@ -43,6 +43,8 @@ describe('redact replacement hash: numbers as written (issue 9, finding 4)', () 
     expect(a).not.toBe(b);
     // 1e400 parses to Infinity, which JSON writes as null: it must not hash like null.
     expect(await hash('1e400')).not.toBe(await hash('null'));
+    expect(await hash('1e-400')).not.toBe(await hash('0'));
+    expect(await hash('0.0')).toBe(await hash('0'));
     // A value a double holds exactly hashes as before, whatever else is in the line or how it is written.
     expect(await hash('1.0')).toBe(await hash('1'));
     expect(await hash('12')).toBe(await hashedField(redact, event('12').replace('"team":{"id":1}', '"team":{"id":1},"big":12345678901234567890'), ['resource', 'id']));
