@@ -410,7 +410,7 @@ export class Pipeline {
         origin = record.origin;
         doc = record.doc;
         if (!isRecordBytes(bytes)) {
-          const reason = `the source emitted a record whose size is not a whole number of bytes from 0 to 1 TiB: ${errorMessage(bytes)}`;
+          const reason = `the source emitted a record whose size is not a whole number of bytes from 0 to 1 TiB: ${typeof bytes === 'number' ? bytes : errorMessage(bytes)}`;
           this.writeDeadLetter({ code: 'LF_RECORD_INVALID', reason, component: sourceId, origin, doc }, finalizer);
           return;
         }
