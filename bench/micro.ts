@@ -126,6 +126,8 @@ async function cutOver(): Promise<void> {
       { id: 'keyed', type: 'path_format', options: keyOptions, inputs: ['redacted'] },
     ],
     sinks: [{ id: 'out', inputs: ['keyed'], gzip: false }],
+  }, (err) => {
+    throw err;
   });
   await pool.warmUp();
   const inFlight = pool.threads * 2;

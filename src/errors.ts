@@ -21,7 +21,7 @@ export const ERROR_CODES = {
   LF_TRANSFORM_FAILED: 'A transform threw an unexpected error on a record.',
   LF_SINK_REJECTED: 'A sink gave up on a record for good (permanent error).',
   LF_SINK_FAILED: 'A sink failed in a way the pipeline cannot recover from.',
-  LF_POOL_FAILED: 'The worker pool could not start (a worker that dies later takes only its line, dead-lettered as LF_RECORD_UNPROCESSABLE).',
+  LF_POOL_FAILED: 'The worker pool could not start, or cannot go on (a worker that dies later takes only its line, dead-lettered as LF_RECORD_UNPROCESSABLE).',
   LF_PLUGIN_INVALID: 'A plugin module does not export what logferry expects.',
   LF_SHUTDOWN_TIMEOUT: 'Records were still in flight when shutdown_timeout ran out.',
   LF_DEAD_LETTER_BLOCKED: 'A dead letter could not be written in full (disk full, read-only); the source position is held and the write is retried.',

@@ -79,3 +79,14 @@ export const HEAP_BYTES_PER_RECORD = 2048;
 export function recordCharge(lineBytes: number): number {
   return lineBytes * HEAP_BYTES_PER_LINE_BYTE + HEAP_BYTES_PER_RECORD;
 }
+
+/**
+ * Whether a record's size, as a plugin source gave it to `ctx.emit`, can be charged: an integer
+ * from 0 to 1 TiB. Anything else (undefined, NaN, a fraction, a negative or huge number) would
+ * leave the budget's sum wrong for good (NaN, or rounding that never returns to 0).
+ */
+export function isRecordBytes(bytes: unknown): bytes is number {
+  return Number.isSafeInteger(bytes) && (bytes as number) >= 0 && (bytes as number) <= MAX_RECORD_BYTES;
+}
+
+const MAX_RECORD_BYTES = 2 ** 40;

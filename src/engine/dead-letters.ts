@@ -1,9 +1,9 @@
 import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { errorMessage } from '../errors.js';
 import { applyMaskData, DEFAULT_MASK } from '../records/mask.js';
 import { lineReference } from '../records/parse.js';
-import { writeFully } from './fs-atomic.js';
+import { fsyncDir, writeFully } from './fs-atomic.js';
 import type { Logger } from './logger.js';
 import type { DeadLetterInput, JsonObject } from './types.js';
 
@@ -88,7 +88,6 @@ export class DeadLetterWriter {
   private wakeRetry: (() => void) | undefined;
   /** Set while writes fail; cleared (with an info line) once every waiting entry is written. */
   private blocked: { since: number; waited: number; error: string } | undefined;
-  count = 0;
 
   constructor(
     private readonly dir: string,
@@ -105,15 +104,9 @@ export class DeadLetterWriter {
     return join(this.dir, DEAD_LETTER_FILE);
   }
 
-  /** True while entries wait because the file cannot be written. */
-  get isBlocked(): boolean {
-    return this.blocked !== undefined;
-  }
-
   write(input: DeadLetterInput): Promise<void> {
     if (this.stopped) return Promise.reject(new DeadLetterWriterStopped());
     const entry = toEntry(input, this.options);
-    this.count++;
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ line: Buffer.from(JSON.stringify(entry) + '\n'), resolve, reject });
       if (this.blocked) this.blocked.waited++;
@@ -191,9 +184,13 @@ export class DeadLetterWriter {
    */
   private async open(): Promise<FileHandle> {
     if (this.handle) return this.handle;
-    await mkdir(this.dir, { recursive: true });
+    const created = await mkdir(this.dir, { recursive: true });
     const handle = await open(this.file, 'a+');
     try {
+      // The file (and the folder, when it was just made) must survive a crash like the entries:
+      // fdatasync of the file does not make its name durable.
+      await fsyncDir(this.dir);
+      if (created !== undefined) await fsyncDir(dirname(this.dir));
       const size = (await handle.stat()).size;
       const complete = await completeLength(handle, size);
       if (complete < size) {

@@ -53,7 +53,8 @@ export async function writeFileAtomic(
   if (options.fsync) await fsyncDir(dirname(path));
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+/** Makes a folder's entries (a file created or renamed in it) durable. */
+export async function fsyncDir(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
     await handle.sync();

@@ -1,8 +1,8 @@
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
-import { LogferryError, errorMessage, transformFailure, unprocessable } from '../errors.js';
-import { ByteBudget, recordCharge } from './budget.js';
+import { LogferryError, errorMessage, transformFailure, unprocessable, type ErrorCode } from '../errors.js';
+import { ByteBudget, isRecordBytes, recordCharge } from './budget.js';
 import { Channel } from './channel.js';
 import { CheckpointSaver, CheckpointStore } from './checkpoints.js';
 import { DeadLetterWriter, DeadLetterWriterStopped } from './dead-letters.js';
@@ -10,11 +10,11 @@ import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { OrderedSteps } from './ordered.js';
 import type { PoolOutcome, PoolSetup } from './pool-protocol.js';
-import { RecordPool, poolThreads } from './record-pool.js';
+import { PoolBrokenError, RecordPool, poolThreads } from './record-pool.js';
 import { parseLine } from '../records/parse.js';
 import { documentBody, preparedRecord } from '../records/body.js';
 import { deadLetterRedactor } from '../records/redaction.js';
-import { NOT_A_RECORD, isRecordLike } from './record-shape.js';
+import { NOT_A_RECORD, isDrop, isRecordLike } from './record-shape.js';
 import { collectSecrets, SecretScrubber } from './secrets.js';
 import type {
   ComponentContext,
@@ -63,6 +63,8 @@ type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind
  */
 export class Finalizer {
   private refs = 1;
+  /** Set when the record can never be acknowledged in this run (hold): at zero it is let go, not final. */
+  private held = false;
   readonly startedAt = performance.now();
   constructor(
     private readonly bytes: number,
@@ -74,10 +76,15 @@ export class Finalizer {
     this.refs++;
   }
 
+  /** The record stays unacknowledged: its position does not move, and it is read again after a restart. */
+  hold(): void {
+    this.held = true;
+  }
+
   release(): void {
     if (--this.refs === 0) {
       this.done(this.bytes, this.startedAt);
-      this.onFinal();
+      if (!this.held) this.onFinal();
     }
   }
 }
@@ -143,6 +150,10 @@ export class Pipeline {
   private drainWaiters: (() => void)[] = [];
   private fatal: Error | undefined;
   private stopRequested = false;
+  /** Sources whose checkpoint was loaded (and that were started with it): only these are saved. */
+  private readonly restored = new Set<string>();
+  /** A dead letter the writer failed on for good was logged (once). */
+  private deadLetterFailureLogged = false;
 
   constructor(
     private readonly config: PipelineConfig,
@@ -156,7 +167,8 @@ export class Pipeline {
     this.checkpoints = new CheckpointStore(config.dataDir, this.log);
     this.checkpointSaver = new CheckpointSaver(
       this.checkpoints,
-      () => [...this.sources].map(([id, source]) => ({ id, state: () => source.checkpoint() })),
+      // Only sources that restored their checkpoint: one whose file could not be read must not overwrite it.
+      () => [...this.sources].filter(([id]) => this.restored.has(id)).map(([id, source]) => ({ id, state: () => source.checkpoint() })),
       this.log,
     );
     this.scrubber = options.scrubber ?? new SecretScrubber(collectSecrets([...config.sources, ...config.transforms, ...config.sinks]));
@@ -203,7 +215,7 @@ export class Pipeline {
       this.order.set(c.id, new OrderedSteps());
     }
     if (poolThreads(this.config.pool) > 0) {
-      this.pool = new RecordPool(this.config.pool, this.poolSetup());
+      this.pool = new RecordPool(this.config.pool, this.poolSetup(), (err) => this.fail(err, 'the record pool failed', 'LF_POOL_FAILED'));
       try {
         await this.pool.warmUp();
       } catch (err) {
@@ -262,8 +274,11 @@ export class Pipeline {
 
     const sourceRuns = [...this.sources].map(async ([id, source]) => {
       const c = this.config.sources.find((s) => s.id === id)!;
-      const restored = await this.checkpoints.load(id);
       try {
+        // Inside the try: a checkpoint that cannot be read (EACCES, EISDIR) fails the source like
+        // any error of its own, so the pipeline still drains and shuts down in order.
+        const restored = await this.checkpoints.load(id);
+        this.restored.add(id);
         await source.run(this.sourceContext(c, restored));
       } catch (err) {
         if (!this.sourceAbort.signal.aborted) this.fail(err, `source ${id} failed`);
@@ -290,9 +305,10 @@ export class Pipeline {
     this.poolClosing = true;
     await this.pool?.close();
     this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'pipeline stopped'));
-    // The final save runs after any save in progress, and nothing can start after it.
-    const checkpointFailures = await this.checkpointSaver.final();
+    // Appends in progress finish first (the writer stopped taking new ones): the records they
+    // acknowledge are in the final save, which runs after any save in progress; nothing starts after it.
     await this.deadLetters.close();
+    const checkpointFailures = await this.checkpointSaver.final();
     if (this.fatal) throw this.fatal;
     const problems: RunSummary['problems'] = [];
     for (const { path, error } of this.unreadable.values()) {
@@ -304,10 +320,11 @@ export class Pipeline {
     return { abandoned, durationMs: Date.now() - started, problems };
   }
 
-  private fail(err: unknown, what: string): void {
-    const error = err instanceof Error ? err : new Error(String(err));
+  private fail(err: unknown, what: string, code: ErrorCode = 'LF_SINK_FAILED'): void {
+    // errorMessage: String() of what a plugin threw may throw itself (Object.create(null)).
+    const error = err instanceof Error ? err : new Error(errorMessage(err));
     this.log.error(`${what}: ${error.message}`, { error });
-    this.fatal ??= new LogferryError('LF_SINK_FAILED', `${what}: ${error.message}`, { cause: error });
+    this.fatal ??= new LogferryError(code, `${what}: ${error.message}`, { cause: error });
     this.stop(what);
   }
 
@@ -352,7 +369,8 @@ export class Pipeline {
       restored,
       // The budget is charged what a record costs the process (recordCharge), not only its bytes.
       emit: (record, bytes, onFinal) => {
-        const charge = recordCharge(bytes);
+        // A size that cannot be charged is charged as 0 bytes; the record is dead-lettered (dispatchFromSource).
+        const charge = recordCharge(isRecordBytes(bytes) ? bytes : 0);
         if (this.budget.tryAcquire(charge)) {
           this.dispatchFromSource(c.id, record, bytes, charge, onFinal);
           return Promise.resolve();
@@ -379,15 +397,32 @@ export class Pipeline {
   private dispatchFromSource(sourceId: string, record: LogRecord, bytes: number, charge: number, onFinal: () => void): void {
     const finalizer = this.startRecord(charge, onFinal);
     this.order.get(sourceId)!.now(() => {
-      if (!isRecordLike(record)) {
-        const reason = 'the source emitted something that is not a record (an object with `doc` and `origin`)';
-        this.writeDeadLetter({ code: 'LF_RECORD_INVALID', reason, component: sourceId, origin: { source: sourceId } }, finalizer);
+      // Everything that looks at what a plugin emitted is guarded: a getter on the record that
+      // throws must become its dead letter, not escape emit with the record counted in flight.
+      let origin: RecordOrigin = { source: sourceId };
+      let doc: JsonObject | undefined;
+      try {
+        if (!isRecordLike(record)) {
+          const reason = 'the source emitted something that is not a record (an object with `doc` and `origin`)';
+          this.writeDeadLetter({ code: 'LF_RECORD_INVALID', reason, component: sourceId, origin }, finalizer);
+          return;
+        }
+        origin = record.origin;
+        doc = record.doc;
+        if (!isRecordBytes(bytes)) {
+          const reason = `the source emitted a record whose size is not a whole number of bytes from 0 to 1 TiB: ${typeof bytes === 'number' ? bytes : errorMessage(bytes)}`;
+          this.writeDeadLetter({ code: 'LF_RECORD_INVALID', reason, component: sourceId, origin, doc }, finalizer);
+          return;
+        }
+        this.countIn(bytes);
+        this.dispatch(sourceId, record, finalizer);
+      } catch (err) {
+        const { code, reason } = unprocessable(err);
+        this.log.error('handling a record threw; the record goes to the dead letters', { component: sourceId, code, reason });
+        this.writeDeadLetter({ code, reason, component: sourceId, origin, doc }, finalizer);
+      } finally {
         finalizer.release();
-        return;
       }
-      this.countIn(bytes);
-      this.guarded(sourceId, record.origin, finalizer, () => this.dispatch(sourceId, record, finalizer), record.doc);
-      finalizer.release();
     });
   }
 
@@ -444,9 +479,11 @@ export class Pipeline {
     pool.prepare(sourceId, line, origin, limits.maxDepth).then(
       (outcome) => fill(() => this.guarded(sourceId, origin, finalizer, () => this.applyPoolOutcome(sourceId, origin, bytes, outcome, finalizer), undefined, true)),
       (err: unknown) => {
-        if (this.poolClosing) {
-          // The pool was closed after shutdown_timeout: the record is let go without acknowledging
-          // it (onFinal is not called), so it is read again after the restart.
+        if (this.poolClosing || err instanceof PoolBrokenError) {
+          // The pool was closed after shutdown_timeout, or a worker cannot build the transforms (it
+          // would fail every line): the record is let go without acknowledging it (onFinal is not
+          // called), so it is read again after the restart. A broken pool stops the pipeline.
+          if (!this.poolClosing && !this.fatal) this.fail(err, 'the record pool failed', 'LF_POOL_FAILED');
           fill(() => this.finished(charge, finalizer.startedAt));
           return;
         }
@@ -536,7 +573,19 @@ export class Pipeline {
         finalizer.release();
       },
       (err: unknown) => {
-        if (!(err instanceof DeadLetterWriterStopped)) this.fail(err, 'cannot write dead letters');
+        // Stopped: the reference is never released, the record is read again after the restart.
+        if (err instanceof DeadLetterWriterStopped) return;
+        // Anything else will not get better by waiting: the record is let go unacknowledged (its
+        // position does not move; it is read again after a restart) and the pipeline goes on.
+        finalizer.hold();
+        finalizer.release();
+        if (this.deadLetterFailureLogged) return;
+        this.deadLetterFailureLogged = true;
+        this.log.error('a dead letter could not be written; its record stays unacknowledged and is read again after a restart (logged once)', {
+          code: 'LF_DEAD_LETTER_BLOCKED',
+          component: entry.component,
+          error: errorMessage(err),
+        });
       },
     );
   }
@@ -607,7 +656,7 @@ export class Pipeline {
   }
 
   private forward(transformId: string, input: LogRecord, result: TransformResult, finalizer: Finalizer): void {
-    if (result === null || result === undefined || (Array.isArray(result) && result.length === 0)) {
+    if (isDrop(result)) {
       this.countDropped(transformId);
       return;
     }

@@ -65,3 +65,12 @@ export type PoolOutcome =
       readonly rawBase64?: string;
       readonly line?: LineReference;
     };
+
+/**
+ * A worker's answer when it cannot handle any line: it could not build the transforms (a
+ * replacement worker whose plugin fails to load). Not the line's fault: the pipeline stops
+ * without acknowledging it, instead of dead-lettering every large line that comes after.
+ */
+export interface PoolBroken {
+  readonly broken: string;
+}

@@ -12,8 +12,8 @@ import { selectTransform } from '../transforms/select.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { SecretScrubber } from './secrets.js';
-import { transferable, type PoolEvent, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
-import { NOT_A_RECORD, isRecordLike } from './record-shape.js';
+import { transferable, type PoolBroken, type PoolEvent, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
+import { NOT_A_RECORD, isDrop, isRecordLike } from './record-shape.js';
 import type { ComponentDefinition, JsonObject, LogRecord, SourceText, Transform, TransformResult } from './types.js';
 
 /**
@@ -108,7 +108,7 @@ async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: 
       events.push(deadLetterEvent(consumer.id, code, reason, record));
       continue;
     }
-    if (result === null || (Array.isArray(result) && result.length === 0)) {
+    if (isDrop(result)) {
       events.push({ kind: 'dropped', transform: consumer.id });
       continue;
     }
@@ -137,7 +137,16 @@ function deadLetterJson(doc: JsonObject): string {
 
 export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise<unknown> {
   graph ??= buildGraph(workerData as PoolSetup);
-  const consumers = await graph;
+  let consumers: Map<string, Consumer[]>;
+  try {
+    consumers = await graph;
+  } catch (err) {
+    // At warm-up this fails the start; later (a worker started to replace one that died) every
+    // line would fail the same way, so the main thread is told the pool is broken, not the line.
+    if (task === 'warm-up') throw err;
+    const broken: PoolBroken = { broken: `a pool worker could not build the transforms: ${errorMessage(err)}` };
+    return broken;
+  }
   if (task === 'warm-up') return undefined;
   try {
     return await prepare(consumers, task);

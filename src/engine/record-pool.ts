@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { z } from 'zod';
 import { LogferryError } from '../errors.js';
-import { transferable, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
+import { transferable, type PoolBroken, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
 import type { RecordOrigin } from './types.js';
 
 const KiB = 1024;
@@ -87,7 +87,12 @@ export class RecordPool {
   private queued = 0;
   private waiters: (() => void)[] = [];
 
-  constructor(options: PoolOptions, setup: PoolSetup) {
+  /**
+   * `onError` is called when the pool fails outside any line: a worker that errors with no task
+   * running (a plugin's timer that throws, an unhandled rejection in the worker). Piscina emits
+   * 'error' then, which would end the process without a listener.
+   */
+  constructor(options: PoolOptions, setup: PoolSetup, onError: (err: unknown) => void) {
     this.threads = poolThreads(options);
     if (this.threads <= 0) throw new LogferryError('LF_CONFIG_INVALID', 'a record pool needs at least one thread');
     this.threshold = options.threshold_bytes;
@@ -101,6 +106,7 @@ export class RecordPool {
       idleTimeout: Infinity,
       workerData: setup,
     });
+    this.piscina.on('error', onError);
   }
 
   /**
@@ -124,14 +130,27 @@ export class RecordPool {
     const bytes = transferable(line).buffer;
     const task: PoolTask = { sourceId, bytes, offset: 0, length: line.byteLength, origin, maxDepth };
     this.queued++;
-    return (this.piscina.run(task, { transferList: [bytes] }) as Promise<PoolOutcome>).finally(() => {
-      this.queued--;
-      this.waiters.shift()?.();
-    });
+    return (this.piscina.run(task, { transferList: [bytes] }) as Promise<PoolOutcome | PoolBroken>)
+      .then((outcome) => {
+        if ('broken' in outcome) throw new PoolBrokenError(outcome.broken);
+        return outcome;
+      })
+      .finally(() => {
+        this.queued--;
+        this.waiters.shift()?.();
+      });
   }
 
   async close(): Promise<void> {
     await this.piscina.destroy();
+  }
+}
+
+/** The worker could not handle any line (see PoolBroken): the pipeline stops; the line is not its dead letter. */
+export class PoolBrokenError extends LogferryError {
+  constructor(message: string) {
+    super('LF_POOL_FAILED', message);
+    this.name = 'PoolBrokenError';
   }
 }
 

@@ -11,4 +11,13 @@ export function isRecordLike(value: unknown): value is LogRecord {
   return doc !== null && typeof doc === 'object' && !Array.isArray(doc) && origin !== null && typeof origin === 'object';
 }
 
+/**
+ * Whether a transform's result drops the record: null or an empty array, as TransformResult says.
+ * Not undefined: that is most often a forgotten `return`, and it is not a record either, so it
+ * fails the transform on that record (NOT_A_RECORD). One rule, inline and on the pool.
+ */
+export function isDrop(result: unknown): result is null | [] {
+  return result === null || (Array.isArray(result) && result.length === 0);
+}
+
 export const NOT_A_RECORD = 'transform failed: it returned something that is not a record (an object with `doc` and `origin`)';
