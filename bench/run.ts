@@ -497,6 +497,8 @@ export async function benchMain(argv: string[]): Promise<number> {
   };
   await mkdir(dirname(resolve(options.out)), { recursive: true });
   await writeFile(options.out, JSON.stringify(report, null, 2) + '\n');
+  // Both default to bench/ under the working directory: made when missing, as for the figures.
+  await mkdir(dirname(resolve(options.svg)), { recursive: true });
   await writeFile(options.svg, throughputSvg(results));
   if (options.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   else {
