@@ -114,9 +114,12 @@ describe('rotation storm', () => {
     const result = await running.exited;
     expect(result.code).toBe(0);
     expect(result.stderr).not.toContain('following a file renamed out of the include globs');
-    // The guard was what kept them out: each appeared where a renamed file would have.
+    // Where one appeared as the second half of a rename pair, the guard refused it. Whether inotify
+    // delivers the two creations back to back (a pair) or with the live file's write between them
+    // (no pair, nothing to refuse) is up to timing, so the guard's lines are a subset; that nothing
+    // was read is the summary's exact count below.
     const refused = result.stderr.split('\n').filter((l) => l.includes('is not the renamed file'));
-    expect(refused.map((l) => basename(l.replace(/.*path=/, '')))).toEqual(['jobs.ndjson.1.gz', 'copy-of-2', 'jobs.ndjson.3.gz']);
+    for (const name of refused.map((l) => basename(l.replace(/.*path=/, '')))) expect(['jobs.ndjson.1.gz', 'copy-of-2', 'jobs.ndjson.3.gz']).toContain(name);
     const summary = /done: (\d+) records in .*?, (\d+) delivered, (\d+) dead letters/.exec(result.stderr);
     expect(summary?.slice(1).map(Number)).toEqual([80, 80, 0]);
   }, 120_000);
