@@ -106,6 +106,13 @@ export function errorMessage(err: unknown): string {
   }
 }
 
+/** An I/O error as `ENOSPC: no space left on device, write`: its errno code first, said once. */
+export function ioErrorText(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  return code && !message.startsWith(code) ? `${code}: ${message}` : message;
+}
+
 export class UsageError extends LogferryError {
   constructor(message: string) {
     super('LF_USAGE', message);

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ioErrorText } from '../errors.js';
 import { writeFileAtomic } from './fs-atomic.js';
 import type { Logger } from './logger.js';
 import { waitOrAbort } from './retry.js';
@@ -159,7 +160,7 @@ export class CheckpointSaver {
           this.log.info('checkpoint saved again', { code: 'LF_CHECKPOINT_FAILED', source: source.id, file: this.store.fileFor(source.id) });
         }
       } catch (err) {
-        const error = describe(err);
+        const error = ioErrorText(err);
         const wasFailing = this.failing.has(source.id);
         this.failing.set(source.id, error);
         if (!wasFailing) {
@@ -173,8 +174,3 @@ export class CheckpointSaver {
   }
 }
 
-function describe(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const message = err instanceof Error ? err.message : String(err);
-  return code && !message.startsWith(code) ? `${code}: ${message}` : message;
-}

@@ -3,7 +3,7 @@ import { link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LogferryError } from '../errors.js';
+import { LogferryError, ioErrorText } from '../errors.js';
 import { writeFully } from './fs-atomic.js';
 import type { Logger } from './logger.js';
 
@@ -114,12 +114,6 @@ function invalid(message: string, cause?: unknown): LogferryError {
   return new LogferryError('LF_DATA_DIR_INVALID', message, { cause });
 }
 
-function errorText(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const message = err instanceof Error ? err.message : String(err);
-  return code && !message.startsWith(code) ? `${code}: ${message}` : message;
-}
-
 function readOptional(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8').trim();
@@ -225,7 +219,7 @@ export async function acquireDataDirLock(dataDir: string, log: Logger): Promise<
     await mkdir(dataDir, { recursive: true });
   } catch (err) {
     const real = await mkdirError(dataDir, err);
-    throw invalid(`data_dir ${dataDir} cannot be created (${errorText(real)}); create it, or point data_dir at a writable folder`, real);
+    throw invalid(`data_dir ${dataDir} cannot be created (${ioErrorText(real)}); create it, or point data_dir at a writable folder`, real);
   }
   const path = join(dataDir, LOCK_FILE);
   const me = currentOwner();
@@ -245,7 +239,7 @@ export async function acquireDataDirLock(dataDir: string, log: Logger): Promise<
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // released meanwhile: try again
-      throw invalid(`cannot read the data_dir lock ${path} (${errorText(err)}); fix its permissions`, err);
+      throw invalid(`cannot read the data_dir lock ${path} (${ioErrorText(err)}); fix its permissions`, err);
     }
     const owner = parseOwner(held.text);
     if (owner && owner.host !== me.host) {
@@ -310,7 +304,7 @@ async function createExclusive(path: string, text: string, dataDir: string): Pro
     }
   } catch (err) {
     await unlink(temp).catch(() => {});
-    throw invalid(`data_dir ${dataDir} cannot be written (${errorText(err)}); fix its permissions, free space, or point data_dir at a writable folder`, err);
+    throw invalid(`data_dir ${dataDir} cannot be written (${ioErrorText(err)}); fix its permissions, free space, or point data_dir at a writable folder`, err);
   }
   try {
     await link(temp, path);
@@ -319,7 +313,7 @@ async function createExclusive(path: string, text: string, dataDir: string): Pro
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') return undefined;
     if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS') return createWithoutLink(path, text);
-    throw invalid(`data_dir ${dataDir} cannot be written (${errorText(err)}); fix its permissions or point data_dir at a writable folder`, err);
+    throw invalid(`data_dir ${dataDir} cannot be written (${ioErrorText(err)}); fix its permissions or point data_dir at a writable folder`, err);
   } finally {
     await unlink(temp).catch(() => {});
   }
@@ -332,14 +326,14 @@ async function createWithoutLink(path: string, text: string): Promise<number | u
     handle = await open(path, 'wx');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
-    throw invalid(`cannot create the data_dir lock ${path} (${errorText(err)})`, err);
+    throw invalid(`cannot create the data_dir lock ${path} (${ioErrorText(err)})`, err);
   }
   try {
     await writeFully(handle, text);
     return (await handle.stat()).ino;
   } catch (err) {
     await unlink(path).catch(() => {});
-    throw invalid(`cannot write the data_dir lock ${path} (${errorText(err)})`, err);
+    throw invalid(`cannot write the data_dir lock ${path} (${ioErrorText(err)})`, err);
   } finally {
     await handle.close();
   }
@@ -370,7 +364,7 @@ async function removeStale(path: string, ino: number, log: Logger): Promise<bool
     }
     throw new LogferryError(
       'LF_DATA_DIR_LOCKED',
-      `the data_dir lock ${path} was left by a process that no longer runs, but it cannot be taken over here (${errorText(err)}); delete ${path} and start again`,
+      `the data_dir lock ${path} was left by a process that no longer runs, but it cannot be taken over here (${ioErrorText(err)}); delete ${path} and start again`,
       { cause: err },
     );
   }

@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { errorMessage } from '../errors.js';
+import { errorMessage, ioErrorText } from '../errors.js';
 import { applyMaskData, DEFAULT_MASK } from '../records/mask.js';
 import { lineReference } from '../records/parse.js';
 import { fsyncDir, writeFully } from './fs-atomic.js';
@@ -212,7 +212,7 @@ export class DeadLetterWriter {
   }
 
   private noteFailure(err: unknown): void {
-    const error = describeError(err);
+    const error = ioErrorText(err);
     if (this.blocked) {
       this.blocked.error = error;
       return;
@@ -286,12 +286,6 @@ async function completeLength(handle: FileHandle, size: number): Promise<number>
     end = start;
   }
   return 0;
-}
-
-function describeError(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const message = err instanceof Error ? err.message : String(err);
-  return code && !message.startsWith(code) ? `${code}: ${message}` : message;
 }
 
 const maskOnly = (doc: JsonObject): JsonObject => applyMaskData(doc, () => DEFAULT_MASK, true);

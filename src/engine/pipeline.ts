@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
-import { LogferryError, errorMessage, transformFailure, unprocessable, type ErrorCode } from '../errors.js';
+import { LogferryError, errorMessage, ioErrorText, transformFailure, unprocessable, type ErrorCode } from '../errors.js';
 import { ByteBudget, isRecordBytes, recordCharge } from './budget.js';
 import { Channel } from './channel.js';
 import { CheckpointSaver, CheckpointStore } from './checkpoints.js';
@@ -331,9 +331,7 @@ export class Pipeline {
   /** A source cannot open or read an input: logged once per state change, reported by --once. */
   private inputUnreadable(source: string, path: string, err: unknown): void {
     const key = `${source}\0${path}`;
-    const code = (err as NodeJS.ErrnoException | undefined)?.code;
-    const message = err instanceof Error ? err.message : String(err);
-    const error = code && !message.startsWith(code) ? `${code}: ${message}` : message;
+    const error = ioErrorText(err);
     const known = this.unreadable.has(key);
     this.unreadable.set(key, { source, path, error });
     if (known) return;
