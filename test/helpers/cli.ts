@@ -167,3 +167,42 @@ ${
 `
 }`;
 }
+
+/**
+ * The pipeline of the hostile-input tests: `{dir}/logs/*.ndjson` through `transforms` (YAML of the
+ * entries under `transforms:`, indented by two spaces) to a file sink at `{dir}/out`, fed by the
+ * transform `last`, with the worker pool on (one thread) or off. Lines that are optional here are
+ * left out when not given, so the options a test does not name keep their defaults.
+ */
+export function poolPipeline(opts: {
+  dir: string;
+  pool: boolean;
+  transforms: string;
+  last: string;
+  thresholdBytes?: number;
+  checkpointIntervalMs?: number;
+  shutdownTimeout?: string;
+  pollIntervalMs?: number;
+  plugins?: readonly string[];
+  /** Lines added to the source (indented by four spaces). */
+  extraSource?: string;
+}): string {
+  const optional = (line: string, value: unknown): string => (value === undefined ? '' : `${line}\n`);
+  return `data_dir: ${JSON.stringify(join(opts.dir, 'data'))}
+${opts.plugins ? `plugins: [${opts.plugins.map((p) => JSON.stringify(p)).join(', ')}]\n` : ''}checkpoint_interval_ms: ${opts.checkpointIntervalMs ?? 100}
+status_interval_ms: 60000
+${optional(`shutdown_timeout: ${opts.shutdownTimeout}`, opts.shutdownTimeout)}pool:
+  threads: ${opts.pool ? 1 : 0}
+  threshold_bytes: ${opts.thresholdBytes ?? 1024}
+sources:
+  jobs:
+    type: job_log_tail
+    include: [${JSON.stringify(join(opts.dir, 'logs', '*.ndjson'))}]
+${optional(`    poll_interval_ms: ${opts.pollIntervalMs}`, opts.pollIntervalMs)}${opts.extraSource ?? ''}transforms:
+${opts.transforms}sinks:
+  archive:
+    type: file
+    inputs: [${opts.last}]
+    path: ${JSON.stringify(join(opts.dir, 'out'))}
+`;
+}

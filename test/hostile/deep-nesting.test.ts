@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeadLetterEntry } from '../../src/engine/dead-letters.js';
-import { jobKey, makeJob, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
+import { jobKey, makeJob, poolPipeline, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
 
 /**
  * Finding 1 of issue 9: one deeply nested line used to end the process with "Maximum call stack
@@ -28,21 +28,7 @@ function deepActivity(levels: number): string {
 }
 
 function pipelineYaml(dir: string, pool: boolean, extraSource = ''): string {
-  return `data_dir: ${JSON.stringify(join(dir, 'data'))}
-checkpoint_interval_ms: 100
-status_interval_ms: 60000
-shutdown_timeout: 20s
-pool:
-  threads: ${pool ? 1 : 0}
-  threshold_bytes: 1024
-sources:
-  jobs:
-    type: job_log_tail
-    include: [${JSON.stringify(join(dir, 'logs', '*.ndjson'))}]
-    poll_interval_ms: 20
-${extraSource}
-transforms:
-  redacted:
+  const transforms = `  redacted:
     type: redact
     inputs: [jobs]
     fields: ["report.workato.job_context.user_email", "nested.0.0.0", "details.a.a"]
@@ -50,12 +36,8 @@ transforms:
   keyed:
     type: path_format
     inputs: [redacted]
-sinks:
-  archive:
-    type: file
-    inputs: [keyed]
-    path: ${JSON.stringify(join(dir, 'out'))}
 `;
+  return poolPipeline({ dir, pool, transforms, last: 'keyed', shutdownTimeout: '20s', pollIntervalMs: 20, extraSource });
 }
 
 async function deadLetters(dir: string): Promise<DeadLetterEntry[]> {

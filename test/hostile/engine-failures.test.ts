@@ -4,7 +4,7 @@ import { cp, lstat, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/pr
 import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeadLetterEntry } from '../../src/engine/dead-letters.js';
-import { FIXTURES, jobKey, makeJob, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
+import { FIXTURES, jobKey, makeJob, poolPipeline, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 
@@ -18,32 +18,14 @@ const cleanup: string[] = [];
 afterEach(() => removeAll(cleanup));
 
 function pipelineYaml(dir: string, pool: boolean): string {
-  return `data_dir: ${JSON.stringify(join(dir, 'data'))}
-plugins: [${JSON.stringify(join(FIXTURES, 'plugins', 'throwing'))}]
-checkpoint_interval_ms: 3600000
-status_interval_ms: 60000
-shutdown_timeout: 20s
-pool:
-  threads: ${pool ? 1 : 0}
-  threshold_bytes: 1024
-sources:
-  jobs:
-    type: job_log_tail
-    include: [${JSON.stringify(join(dir, 'logs', '*.ndjson'))}]
-    poll_interval_ms: 20
-transforms:
-  failing:
+  const transforms = `  failing:
     type: throw_on
     inputs: [jobs]
   keyed:
     type: path_format
     inputs: [failing]
-sinks:
-  archive:
-    type: file
-    inputs: [keyed]
-    path: ${JSON.stringify(join(dir, 'out'))}
 `;
+  return poolPipeline({ dir, pool, transforms, last: 'keyed', plugins: [join(FIXTURES, 'plugins', 'throwing')], checkpointIntervalMs: 3_600_000, shutdownTimeout: '20s', pollIntervalMs: 20 });
 }
 
 /** Writes the jobs as lines; returns the file and the offset where each line starts. */

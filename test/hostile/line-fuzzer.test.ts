@@ -2,7 +2,7 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { mulberry32 } from '../../src/testkit/random.js';
-import { FIXTURES, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
+import { FIXTURES, poolPipeline, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
 
 /**
  * A line fuzzer through the real CLI (issue 9): a few thousand lines made by mutating the seed
@@ -70,19 +70,7 @@ function fuzzLines(seeds: readonly Buffer[], count: number): Buffer[] {
 }
 
 function pipelineYaml(dir: string, pool: boolean): string {
-  return `data_dir: ${JSON.stringify(join(dir, 'data'))}
-checkpoint_interval_ms: 200
-status_interval_ms: 60000
-shutdown_timeout: 30s
-pool:
-  threads: ${pool ? 1 : 0}
-  threshold_bytes: 2048
-sources:
-  jobs:
-    type: job_log_tail
-    include: [${JSON.stringify(join(dir, 'logs', '*.ndjson'))}]
-transforms:
-  redacted:
+  const transforms = `  redacted:
     type: redact
     inputs: [jobs]
     fields: ["details.request.ip_address", "lines.*.input"]
@@ -91,12 +79,8 @@ transforms:
     type: path_format
     inputs: [redacted]
     user_id: 5234
-sinks:
-  archive:
-    type: file
-    inputs: [keyed]
-    path: ${JSON.stringify(join(dir, 'out'))}
 `;
+  return poolPipeline({ dir, pool, transforms, last: 'keyed', thresholdBytes: 2048, checkpointIntervalMs: 200, shutdownTimeout: '30s' });
 }
 
 describe.each([

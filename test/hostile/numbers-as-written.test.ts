@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeadLetterEntry } from '../../src/engine/dead-letters.js';
-import { readTree, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
+import { poolPipeline, readTree, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
 
 /**
  * Finding 4 of issue 9: two activity events identical except `resource.id` 9007199254740993 vs
@@ -13,28 +13,14 @@ import { readTree, removeAll, runCli, scratch, writePipeline } from '../helpers/
 const cleanup: string[] = [];
 afterEach(() => removeAll(cleanup));
 
-function pipelineYaml(dir: string, pool: boolean): string {
-  return `data_dir: ${JSON.stringify(join(dir, 'data'))}
-checkpoint_interval_ms: 100
-status_interval_ms: 60000
-pool:
-  threads: ${pool ? 1 : 0}
-  threshold_bytes: 1024
-sources:
-  jobs:
-    type: job_log_tail
-    include: [${JSON.stringify(join(dir, 'logs', '*.ndjson'))}]
-transforms:
-  keyed:
+const KEYED = `  keyed:
     type: path_format
     inputs: [jobs]
     user_id: 5234
-sinks:
-  archive:
-    type: file
-    inputs: [keyed]
-    path: ${JSON.stringify(join(dir, 'out'))}
 `;
+
+function pipelineYaml(dir: string, pool: boolean): string {
+  return poolPipeline({ dir, pool, transforms: KEYED, last: 'keyed' });
 }
 
 describe.each([

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeadLetterEntry } from '../../src/engine/dead-letters.js';
-import { FIXTURES, jobKey, makeJob, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
+import { FIXTURES, jobKey, makeJob, poolPipeline, removeAll, runCli, scratch, writePipeline } from '../helpers/cli.js';
 
 /**
  * The rule behind finding 1 of issue 9: any exception while handling one record becomes that
@@ -36,21 +36,7 @@ const CRASH_INLINE: Outcome = { component: 'failing', code: 'LF_TRANSFORM_FAILED
 const CRASH_ON_POOL: Outcome = { component: 'jobs', code: 'LF_RECORD_UNPROCESSABLE', reason: /the pool worker handling this line died/ };
 
 function pipelineYaml(dir: string, pool: boolean): string {
-  return `data_dir: ${JSON.stringify(join(dir, 'data'))}
-plugins: [${JSON.stringify(join(FIXTURES, 'plugins', 'throwing'))}]
-checkpoint_interval_ms: 100
-status_interval_ms: 60000
-shutdown_timeout: 20s
-pool:
-  threads: ${pool ? 1 : 0}
-  threshold_bytes: 1024
-sources:
-  jobs:
-    type: job_log_tail
-    include: [${JSON.stringify(join(dir, 'logs', '*.ndjson'))}]
-    poll_interval_ms: 20
-transforms:
-  redacted:
+  const transforms = `  redacted:
     type: redact
     inputs: [jobs]
     patterns: [email]
@@ -60,12 +46,8 @@ transforms:
   keyed:
     type: path_format
     inputs: [failing]
-sinks:
-  archive:
-    type: file
-    inputs: [keyed]
-    path: ${JSON.stringify(join(dir, 'out'))}
 `;
+  return poolPipeline({ dir, pool, transforms, last: 'keyed', plugins: [join(FIXTURES, 'plugins', 'throwing')], shutdownTimeout: '20s', pollIntervalMs: 20 });
 }
 
 describe.each([
