@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { JsonValue } from '../engine/types.js';
-import { stringEnd } from './splice.js';
+import { scalarEnd, stringAt, stringEnd } from './splice.js';
 
 /**
  * Canonical JSON: object keys sorted at every depth (JavaScript's default string order of the
@@ -65,12 +65,13 @@ export function canonicalText(text: string): string {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
       const end = stringEnd(text, i);
-      const raw = text.slice(i + 1, end);
-      const decoded = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
+      const decoded = stringAt(text, i, end);
+      // An escape always makes the text longer than what it stands for.
+      const escaped = decoded.length !== end - i - 1;
       const top = stack[stack.length - 1];
       if (top !== undefined && !('items' in top) && top.key === undefined) top.key = decoded;
       // A string without escapes is written as is, unless it holds a lone surrogate (escaped by JSON.stringify).
-      else emit(decoded === raw && !LONE_SURROGATE.test(raw) ? text.slice(i, end + 1) : JSON.stringify(decoded));
+      else emit(!escaped && !LONE_SURROGATE.test(decoded) ? text.slice(i, end + 1) : JSON.stringify(decoded));
       i = end + 1;
     } else if (c === 0x7b /* { */) {
       stack.push({ members: new Map(), key: undefined });
@@ -87,8 +88,7 @@ export function canonicalText(text: string): string {
       i++;
     } else {
       // A number (kept as written), true, false or null: up to the next delimiter.
-      let end = i + 1;
-      for (let d = text.charCodeAt(end); end < length && d !== 0x2c && d !== 0x7d && d !== 0x5d && d !== 0x20 && d !== 0x0a && d !== 0x0d && d !== 0x09; d = text.charCodeAt(++end));
+      const end = scalarEnd(text, i);
       emit(text.slice(i, end));
       i = end;
     }

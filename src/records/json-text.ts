@@ -1,6 +1,6 @@
 import type { JsonObject, JsonValue } from '../engine/types.js';
 import { WrittenNumber } from './canonical.js';
-import { skipSpace, stringEnd } from './splice.js';
+import { scalarEnd, skipSpace, stringAt, stringEnd } from './splice.js';
 
 /**
  * Two readings of a line's JSON text that JSON.parse does not give: a parse in which a `mask_data`
@@ -34,7 +34,7 @@ export function parseKeepingMaskData(text: string, numbersAsWritten = false): Ma
   let i = skipSpace(text, 0);
   const readKey = (): string => {
     const end = stringEnd(text, i);
-    const key = readString(text, i, end);
+    const key = stringAt(text, i, end);
     if (key === 'mask_data') maskDataKeys++;
     // Past the key, the colon and the space around it.
     i = skipSpace(text, skipSpace(text, end + 1) + 1);
@@ -56,7 +56,7 @@ export function parseKeepingMaskData(text: string, numbersAsWritten = false): Ma
       }
     } else if (c === 0x22 /* " */) {
       const end = stringEnd(text, i);
-      value = readString(text, i, end);
+      value = stringAt(text, i, end);
       i = end + 1;
     } else {
       const start = i;
@@ -91,16 +91,6 @@ function setMember(object: JsonObject, key: string, value: JsonValue): void {
   else object[key] = value;
 }
 
-function readString(text: string, start: number, end: number): string {
-  const raw = text.slice(start + 1, end);
-  return raw.includes('\\') ? (JSON.parse(text.slice(start, end + 1)) as string) : raw;
-}
-
-function scalarEnd(text: string, i: number): number {
-  let c = text.charCodeAt(i);
-  while (i < text.length && c !== 0x2c && c !== 0x7d && c !== 0x5d && c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) c = text.charCodeAt(++i);
-  return i;
-}
 
 // ---------------------------------------------------------------------------------------------
 // What is wrong with a text that is not JSON

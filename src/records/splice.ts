@@ -64,7 +64,7 @@ class Scanner {
     while (text.charCodeAt(i) !== 0x7d /* } */) {
       const memberStart = i;
       const keyEnd = stringEnd(text, i) + 1;
-      const key = readKey(text, i, keyEnd);
+      const key = stringAt(text, i, keyEnd - 1);
       seen.add(key);
       const valueStart = skipSpace(text, skipSpace(text, keyEnd) + 1);
       let valueEnd: number;
@@ -121,9 +121,17 @@ function isObject(value: JsonValue): value is JsonObject {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
-function readKey(text: string, start: number, end: number): string {
-  const raw = text.slice(start + 1, end - 1);
-  return raw.includes('\\') ? (JSON.parse(text.slice(start, end)) as string) : raw;
+/** The decoded string between the quotes at `open` and `close`; only a string with an escape pays for JSON.parse. */
+export function stringAt(text: string, open: number, close: number): string {
+  const raw = text.slice(open + 1, close);
+  return raw.includes('\\') ? (JSON.parse(text.slice(open, close + 1)) as string) : raw;
+}
+
+/** End (exclusive) of the number, true, false or null starting at `i`: up to the next delimiter. */
+export function scalarEnd(text: string, i: number): number {
+  let c = text.charCodeAt(i);
+  while (i < text.length && c !== 0x2c && c !== 0x7d && c !== 0x5d && c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) c = text.charCodeAt(++i);
+  return i;
 }
 
 export function skipSpace(text: string, i: number): number {
@@ -149,12 +157,7 @@ function isEscaped(text: string, quote: number): boolean {
 function skipValue(text: string, i: number): number {
   const first = text.charCodeAt(i);
   if (first === 0x22) return stringEnd(text, i) + 1;
-  if (first !== 0x7b && first !== 0x5b) {
-    // A number, true, false or null: up to the next delimiter.
-    let c = text.charCodeAt(i);
-    while (i < text.length && c !== 0x2c && c !== 0x7d && c !== 0x5d && c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) c = text.charCodeAt(++i);
-    return i;
-  }
+  if (first !== 0x7b && first !== 0x5b) return scalarEnd(text, i);
   let depth = 0;
   for (;;) {
     const c = text.charCodeAt(i);
