@@ -15,7 +15,9 @@ export type {
   LogRecord,
   RecordKind,
   RecordOrigin,
+  HealthcheckResult,
   Sink,
+  SinkContext,
   Source,
   SourceContext,
   SourceText,
@@ -24,6 +26,7 @@ export type {
 } from './engine/types.js';
 export type { Logger, LogFields } from './engine/logger.js';
 export { Metrics } from './engine/metrics.js';
+export { SinkState, type DestinationFailure, type SinkStateName, type SinkStatus } from './engine/sink-state.js';
 export { ERROR_CODES, LogferryError, RecordError, type ErrorCode } from './errors.js';
 export { serializeRecord } from './sinks/serialize.js';
 export { documentBody, preparedGzip } from './records/body.js';
@@ -35,6 +38,8 @@ export {
   retryUntilFinal,
   safeUrl,
   settleAll,
+  statusFailureClass,
+  type FinalVerdict,
   type RetryLoopOptions,
   type RetryOptions,
   type Verdict,

@@ -16,6 +16,7 @@ import { documentBody, preparedRecord } from '../records/body.js';
 import { deadLetterRedactor } from '../records/redaction.js';
 import { NOT_A_RECORD, isDrop, isRecordLike } from './record-shape.js';
 import { collectSecrets, SecretScrubber } from './secrets.js';
+import { SinkState, type SinkStatus } from './sink-state.js';
 import type {
   ComponentContext,
   DeadLetterInput,
@@ -25,6 +26,7 @@ import type {
   LogRecord,
   RecordOrigin,
   Sink,
+  SinkContext,
   Source,
   SourceContext,
   Transform,
@@ -37,6 +39,8 @@ export interface PipelineOptions {
   metrics?: Metrics;
   /** Scrubs secrets from dead letters; built from the components' `secrets` hooks when not given. */
   scrubber?: SecretScrubber;
+  /** How often a failing sink logs a reminder (default REMINDER_INTERVAL_MS; tests shorten it). */
+  sinkReminderMs?: number;
 }
 
 export interface RunSummary {
@@ -96,10 +100,14 @@ class SinkDelivery implements Delivery {
     private readonly sinkId: string,
     private readonly finalizer: Finalizer,
     private readonly pipeline: Pipeline,
-  ) {}
+    private readonly state: SinkState,
+  ) {
+    state.recordsQueued();
+  }
 
   delivered(): void {
     if (this.settle()) {
+      this.state.recordsAnswered();
       this.pipeline.metrics.recordsOut++;
       this.pipeline.metrics.count(this.sinkId, 'delivered');
       this.finalizer.release();
@@ -108,6 +116,7 @@ class SinkDelivery implements Delivery {
 
   rejected(reason: string, code = 'LF_SINK_REJECTED'): void {
     if (!this.settle()) return;
+    this.state.recordsAnswered();
     this.pipeline.metrics.count(this.sinkId, 'rejected');
     // The dead letter holds its own reference until it is on disk; this delivery's is done.
     this.pipeline.deadLetterRecord(this.record, this.sinkId, code, reason, this.finalizer);
@@ -141,7 +150,7 @@ export class Pipeline {
   private readonly componentAbort = new AbortController();
   private readonly consumers = new Map<string, Consumer[]>();
   private readonly sources = new Map<string, Source>();
-  private readonly sinks = new Map<string, { sink: Sink; channel: Channel<Delivery>; running?: Promise<void> }>();
+  private readonly sinks = new Map<string, { sink: Sink; channel: Channel<Delivery>; state: SinkState; running?: Promise<void> }>();
   private pool: RecordPool | undefined;
   private poolClosing = false;
   /** Per source: records go into the graph in the order they were read, pool or not. */
@@ -200,8 +209,9 @@ export class Pipeline {
   async build(): Promise<void> {
     await mkdir(this.config.dataDir, { recursive: true });
     for (const c of this.config.sinks) {
-      const sink = await c.definition.build(c.options, this.context(c)) as Sink;
-      this.sinks.set(c.id, { sink, channel: new Channel<Delivery>() });
+      const ctx = this.sinkContext(c);
+      const sink = (await c.definition.build(c.options, ctx)) as Sink;
+      this.sinks.set(c.id, { sink, channel: new Channel<Delivery>(), state: ctx.state });
     }
     for (const c of this.config.transforms) {
       const transform = (await c.definition.build(c.options, this.context(c))) as Transform;
@@ -243,6 +253,21 @@ export class Pipeline {
       list.push(consumer);
       this.consumers.set(input, list);
     }
+  }
+
+  private sinkContext(c: ComponentConfig): SinkContext {
+    const base = this.context(c);
+    return { ...base, state: new SinkState(c.id, base.log, this.options.sinkReminderMs) };
+  }
+
+  /** Every sink's state (healthy, retrying, blocked), in the order of the pipeline file. */
+  sinkStates(): SinkStatus[] {
+    return [...this.sinks.values()].map(({ state }) => state.status());
+  }
+
+  /** The sink instances, for start-up health checks. */
+  sinkInstances(): { id: string; sink: Sink }[] {
+    return [...this.sinks].map(([id, { sink }]) => ({ id, sink }));
   }
 
   private context(c: ComponentConfig): ComponentContext {
@@ -294,6 +319,7 @@ export class Pipeline {
         code: 'LF_SHUTDOWN_TIMEOUT',
         in_flight: abandoned,
       });
+      for (const { state } of this.sinks.values()) state.silence();
       this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'shutdown_timeout ran out'));
     }
     for (const { channel } of this.sinks.values()) channel.close();
@@ -645,7 +671,7 @@ export class Pipeline {
       return;
     }
     finalizer.retain();
-    channel.push(new SinkDelivery(record, sinkId, finalizer, this));
+    channel.push(new SinkDelivery(record, sinkId, finalizer, this, this.sinks.get(sinkId)!.state));
   }
 
   private countDropped(transformId: string): void {

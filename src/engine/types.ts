@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import type { SinkState } from './sink-state.js';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | JsonObject;
 export interface JsonObject {
@@ -95,7 +96,12 @@ export type DeliveryOutcome = 'delivered' | 'rejected';
 export interface Delivery {
   readonly record: LogRecord;
   delivered(): void;
-  /** Permanent failure: the record goes to the dead letters with this reason. */
+  /**
+   * Record-level failure: the destination can never accept this record (and only this one); it goes
+   * to the dead letters with this reason. A destination-level failure (every record would fail the
+   * same way) is never a rejection: the sink holds the delivery and retries (see SinkState and
+   * retryUntilFinal), or leaves it unsettled on shutdown.
+   */
   rejected(reason: string, code?: string): void;
 }
 
@@ -107,6 +113,22 @@ export interface ComponentContext {
   /** Aborted when the pipeline stops; long waits (retries, polls) must end on it. */
   readonly signal: AbortSignal;
   readonly dataDir: string;
+}
+
+export interface SinkContext extends ComponentContext {
+  /**
+   * The engine's record of this sink's destination (healthy, retrying, blocked) and the gate its
+   * deliveries wait at while it fails. The delivery toolkit (retryUntilFinal) reports into it; a
+   * plugin sink that retries on its own should call `failed`/`answered` the same way.
+   */
+  readonly state: SinkState;
+}
+
+/** What a sink's health check found; `warning` is logged but does not count as a failure. */
+export interface HealthcheckResult {
+  readonly status: 'ok' | 'warning' | 'failed';
+  /** One sentence: what was checked and, when it failed, what to check. */
+  readonly message: string;
 }
 
 export interface SourceContext extends ComponentContext {
@@ -169,6 +191,12 @@ export interface Sink {
    * and the sink finds the result with `preparedGzip(record)`.
    */
   readonly bodyCompression?: 'gzip';
+  /**
+   * Checks the destination before records flow (S3 HeadBucket, an HTTP request, a writable folder).
+   * Resolves to undefined when the sink's `healthcheck.enabled` is false. Must not throw, must not
+   * send records, and must end when `signal` aborts.
+   */
+  healthcheck?(signal: AbortSignal): Promise<HealthcheckResult | undefined>;
 }
 
 export type ComponentKind = 'source' | 'transform' | 'sink';
@@ -182,7 +210,7 @@ export interface InstanceOf {
 export interface ContextOf {
   source: ComponentContext;
   transform: ComponentContext;
-  sink: ComponentContext;
+  sink: SinkContext;
 }
 
 /**

@@ -1,9 +1,11 @@
 import { z } from 'zod';
 import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
-import { backoffDelay, waitOrAbort } from '../engine/retry.js';
+import { waitOrAbort } from '../engine/retry.js';
+import type { ErrorCode } from '../errors.js';
+import type { SinkState } from '../engine/sink-state.js';
 import type { Delivery } from '../engine/types.js';
 
-/** A week of retries outlasts any outage worth waiting for; the records hold the buffer meanwhile. */
+/** A limit an operator may set on how long a record is held through an outage (at most 7 days). */
 const MAX_RETRY_DURATION_S = 7 * 24 * 3600;
 
 export const retrySchema = z
@@ -20,8 +22,10 @@ export const retrySchema = z
       .number()
       .positive()
       .max(MAX_RETRY_DURATION_S)
-      .default(600)
-      .describe('After this long a record that still fails goes to the dead letters (at most 7 days).'),
+      .optional()
+      .describe(
+        'Unset (the default): a record is held for as long as its destination fails. Set: a record whose destination still fails after this long goes to the dead letters with LF_SINK_RETRY_EXPIRED (at most 7 days).',
+      ),
   })
   .strict();
 
@@ -30,16 +34,47 @@ export type RetryOptions = z.output<typeof retrySchema>;
 export const retryDefaults = (overrides: Partial<RetryOptions> = {}): RetryOptions => ({
   initial_backoff_ms: 100,
   max_backoff_ms: 30_000,
-  max_duration_s: 600,
   ...overrides,
 });
 
-/** What a sink does with an answer: deliver, try again later, or give up (dead letter). */
-export type Verdict = { kind: 'ok' } | { kind: 'retry'; reason: string; afterMs?: number } | { kind: 'permanent'; reason: string };
+/**
+ * What one attempt's answer means, decided per answer:
+ * - `ok`: delivered;
+ * - `record`: only this record can never be accepted (a 400 about its body, an S3 key too long):
+ *   it goes to the dead letters, with `code` (default LF_SINK_REJECTED);
+ * - `destination`: every record would fail the same way (credentials, a missing bucket, 5xx,
+ *   timeouts): the record is held and the destination probed until it answers. `blocked` says
+ *   only an operator can fix it; `advice` what to check; `afterMs` the server's Retry-After.
+ */
+export type Verdict =
+  | { kind: 'ok' }
+  | { kind: 'record'; reason: string; code?: ErrorCode }
+  | { kind: 'destination'; reason: string; afterMs?: number; blocked?: boolean; advice?: string };
 
-/** 408, 429 and 5xx are worth another try; any other 4xx will fail the same way again. */
+/** The verdicts a record ends with: destination-level failures are retried, never final (unless max_duration_s expires). */
+export type FinalVerdict = Exclude<Verdict, { kind: 'destination' }>;
+
+/**
+ * Answers that are about the request's body, so about this record (or batch) only: 400 Bad
+ * Request, 409 Conflict, 413 Content Too Large, 422 Unprocessable Content. Every other failing
+ * status says the destination refuses everything (401, 403, 404, 405, 407, 3xx) or cannot take it
+ * now (408, 429, 5xx): those hold the records.
+ */
+const RECORD_LEVEL_STATUSES = new Set([400, 409, 413, 422]);
+
+/** Destination-level statuses that pass by themselves (the rest need an operator). */
+const TRANSIENT_STATUSES = new Set([408, 425, 429]);
+
+/** The failure class of an HTTP status that is not 2xx. */
+export function statusFailureClass(status: number): 'record' | 'transient' | 'blocked' {
+  if (RECORD_LEVEL_STATUSES.has(status)) return 'record';
+  if (TRANSIENT_STATUSES.has(status) || status >= 500) return 'transient';
+  return 'blocked';
+}
+
+/** 408, 425, 429 and 5xx pass by themselves; kept for plugin sinks that use it. */
 export function isRetryableStatus(status: number): boolean {
-  return status === 408 || status === 429 || status >= 500;
+  return statusFailureClass(status) === 'transient';
 }
 
 /** `Retry-After` as seconds or an HTTP date, in milliseconds from now (undefined when absent or bad). */
@@ -67,9 +102,10 @@ export class ConcurrencyLimit {
   }
 }
 
-export function settleAll(deliveries: readonly Delivery[], verdict: Verdict, code = 'LF_SINK_REJECTED'): void {
+/** Settles deliveries with a final verdict: delivered, or dead-lettered with the verdict's code. */
+export function settleAll(deliveries: readonly Delivery[], verdict: FinalVerdict): void {
   if (verdict.kind === 'ok') for (const d of deliveries) d.delivered();
-  else if (verdict.kind === 'permanent') for (const d of deliveries) d.rejected(verdict.reason, code);
+  else for (const d of deliveries) d.rejected(verdict.reason, verdict.code ?? 'LF_SINK_REJECTED');
 }
 
 /**
@@ -93,29 +129,53 @@ export function safeUrl(url: string | URL): string {
 export interface RetryLoopOptions {
   retry: RetryOptions;
   signal: AbortSignal;
-  /** Called before each wait, for the log line. */
+  /** The sink's state (ctx.state): the gate deliveries wait at while the destination fails. */
+  state: SinkState;
+  /** Called before each wait, for a debug line (the sink state logs what the operator needs). */
   onRetry?: (reason: string, attempt: number, delayMs: number) => void;
 }
 
 /**
- * Calls `attempt` until it gives a final verdict, waiting with backoff and full jitter (or the
- * server's Retry-After, whichever is longer) between tries. After `max_duration_s` a retryable
- * failure becomes permanent. Returns 'aborted' on shutdown: the records stay unacknowledged and
- * are read again after the restart, which is what at-least-once delivery needs.
+ * Calls `attempt` until it gives a final verdict. A destination-level failure holds the record:
+ * the sink's state turns `retrying` or `blocked`, this delivery becomes the probe (or waits at the
+ * gate behind the one that is), and it tries again with capped backoff and full jitter (or the
+ * server's Retry-After, whichever is longer) for as long as the destination fails. Only when the
+ * operator set `retry.max_duration_s` does a record held longer than that end as a dead letter
+ * (LF_SINK_RETRY_EXPIRED). Returns 'aborted' on shutdown: the records stay unacknowledged and are
+ * read again after the restart, which is what at-least-once delivery needs.
  */
-export async function retryUntilFinal(attempt: () => Promise<Verdict>, options: RetryLoopOptions): Promise<Verdict | 'aborted'> {
+export async function retryUntilFinal(attempt: () => Promise<Verdict>, options: RetryLoopOptions): Promise<FinalVerdict | 'aborted'> {
+  const { state, signal, retry } = options;
+  const caller = {};
   const started = Date.now();
-  const deadline = started + options.retry.max_duration_s * 1000;
-  for (let tries = 0; ; tries++) {
-    if (options.signal.aborted) return 'aborted';
-    const verdict = await attempt();
-    if (verdict.kind !== 'retry') return verdict;
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) {
-      return { kind: 'permanent', reason: `gave up after ${Math.round((Date.now() - started) / 1000)}s and ${tries + 1} attempts: ${verdict.reason}` };
+  const deadline = retry.max_duration_s === undefined ? Infinity : started + retry.max_duration_s * 1000;
+  let lastReason: string | undefined;
+  const expired = (): FinalVerdict => ({
+    kind: 'record',
+    code: 'LF_SINK_RETRY_EXPIRED',
+    reason: `the destination still failed after retry.max_duration_s (${retry.max_duration_s}s): ${lastReason ?? state.status().reason ?? 'no answer'}`,
+  });
+  try {
+    for (let tries = 0; ; tries++) {
+      const turn = await state.turn(caller, signal, deadline);
+      if (turn === 'aborted') return 'aborted';
+      if (turn === 'expired') return expired();
+      const verdict = await attempt();
+      if (verdict.kind !== 'destination') {
+        state.answered(caller);
+        return verdict;
+      }
+      // A request cut off by the shutdown says nothing about the destination.
+      if (signal.aborted) return 'aborted';
+      lastReason = verdict.reason;
+      const backoff = state.failed(caller, verdict, retry);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return expired();
+      const delay = Math.min(remaining, Math.max(backoff, verdict.afterMs ?? 0));
+      options.onRetry?.(verdict.reason, tries + 1, delay);
+      if (!(await waitOrAbort(delay, signal))) return 'aborted';
     }
-    const delay = Math.min(remaining, Math.max(backoffDelay(tries, options.retry), verdict.afterMs ?? 0));
-    options.onRetry?.(verdict.reason, tries + 1, delay);
-    if (!(await waitOrAbort(delay, options.signal))) return 'aborted';
+  } finally {
+    state.leave(caller);
   }
 }

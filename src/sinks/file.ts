@@ -1,9 +1,11 @@
+import { rm } from 'node:fs/promises';
 import { relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
-import { HOUR_MS, MINUTE_MS, pathSchema } from '../config/limits.js';
+import { pathSchema } from '../config/limits.js';
+import { ioErrorText } from '../errors.js';
 import { writeFileAtomic } from '../engine/fs-atomic.js';
-import { backoffDelay, waitOrAbort } from '../engine/retry.js';
-import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../engine/types.js';
+import type { ComponentDefinition, Delivery, HealthcheckResult, Sink, SinkContext } from '../engine/types.js';
+import { ConcurrencyLimit, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { serializeRecord } from './serialize.js';
 
 export const fileSinkSchema = z
@@ -15,21 +17,22 @@ export const fileSinkSchema = z
       .default(false)
       .describe('fsync each document before acknowledging it: survives power loss, not only process crashes, at a large cost in throughput.'),
     concurrency: z.number().int().min(1).max(1024).default(16).describe('Documents written at the same time.'),
-    retry: z
-      .object({
-        initial_backoff_ms: z.number().int().positive().max(MINUTE_MS).default(100).describe('First retry delay (at most 1 minute).'),
-        max_backoff_ms: z.number().int().positive().max(HOUR_MS).default(30_000).describe('Largest delay between two attempts (at most 1 hour).'),
-      })
+    retry: retrySchema
+      .prefault({})
+      .describe('Backoff while writes fail for every document (disk full, read-only, permissions): records are held and retried.'),
+    healthcheck: z
+      .object({ enabled: z.boolean().default(true).describe('At start, check that the folder can be created and written.') })
       .strict()
-      .default({ initial_backoff_ms: 100, max_backoff_ms: 30_000 })
-      .describe('Backoff for transient write errors (disk full, too many open files); they are retried until shutdown.'),
+      .prefault({}),
   })
   .strict();
 
 export type FileSinkOptions = z.output<typeof fileSinkSchema>;
 
-/** Errors that no retry can fix: the record is rejected (dead letter) instead. */
-const PERMANENT_CODES = new Set(['ENAMETOOLONG', 'EISDIR', 'ENOTDIR', 'EINVAL', 'EEXIST']);
+/** Errors about this record's path only (its key names a folder, is too long): the record is dead-lettered. */
+const RECORD_LEVEL_CODES = new Set(['ENAMETOOLONG', 'EISDIR', 'ENOTDIR', 'EINVAL', 'EEXIST']);
+/** Errors every write would get until an operator acts: the sink is `blocked`. Others (EMFILE, EIO) pass by themselves. */
+const BLOCKING_CODES = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS']);
 
 /**
  * Writes each record to `{path}/{key}` with a temp file and a rename, so a reader never sees half
@@ -37,28 +40,23 @@ const PERMANENT_CODES = new Set(['ENAMETOOLONG', 'EISDIR', 'ENOTDIR', 'EINVAL', 
  */
 class FileSink implements Sink {
   private readonly root: string;
+  private readonly limit: ConcurrencyLimit;
   private written = 0;
   private firstPath: string | undefined;
-  /** Set while writes fail (disk full): logged once when it starts and once when writes work again. */
-  private failing: { since: number; error: string; retried: number } | undefined;
 
   constructor(
     private readonly options: FileSinkOptions,
-    private readonly ctx: ComponentContext,
+    private readonly ctx: SinkContext,
   ) {
     this.root = resolve(options.path);
+    this.limit = new ConcurrencyLimit(options.concurrency);
   }
 
   async run(input: AsyncIterable<Delivery[]>): Promise<void> {
-    const inFlight = new Set<Promise<void>>();
     for await (const batch of input) {
-      for (const delivery of batch) {
-        while (inFlight.size >= this.options.concurrency) await Promise.race(inFlight);
-        const write: Promise<void> = this.deliver(delivery).finally(() => inFlight.delete(write));
-        inFlight.add(write);
-      }
+      for (const delivery of batch) await this.limit.run(() => this.deliver(delivery));
     }
-    await Promise.all(inFlight);
+    await this.limit.drain();
   }
 
   private async deliver(delivery: Delivery): Promise<void> {
@@ -74,51 +72,46 @@ class FileSink implements Sink {
       return;
     }
     const body = serializeRecord(delivery.record, this.options.pretty);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        // Every byte or an error (a short write on a full disk is an error): never a partial document acknowledged.
-        await writeFileAtomic(target, body, { fsync: this.options.fsync, mkdir: true });
-        if (this.failing) this.recovered();
-        this.written++;
-        this.firstPath ??= target;
-        this.ctx.metrics.bytesOut += body.length;
-        delivery.delivered();
-        return;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
-        if (PERMANENT_CODES.has(code)) {
-          delivery.rejected(`cannot write ${target}: ${code}: ${(err as Error).message}`);
-          return;
-        }
-        const delay = backoffDelay(attempt, this.options.retry);
-        this.failed(target, code, err);
-        this.ctx.log.debug('write failed; retrying', { path: target, code, attempt: attempt + 1, retry_in_ms: delay });
-        // On shutdown the record stays unacknowledged: it is read again after the restart.
-        if (!(await waitOrAbort(delay, this.ctx.signal))) return;
-      }
+    const verdict = await retryUntilFinal(() => this.write(target, body), {
+      retry: this.options.retry,
+      signal: this.ctx.signal,
+      state: this.ctx.state,
+      onRetry: (reason, attempt, delayMs) => this.ctx.log.debug('write failed; retrying', { path: target, reason, attempt, retry_in_ms: delayMs }),
+    });
+    // On shutdown the record stays unacknowledged: it is read again after the restart.
+    if (verdict === 'aborted') return;
+    if (verdict.kind === 'ok') {
+      this.written++;
+      this.firstPath ??= target;
+      this.ctx.metrics.bytesOut += body.length;
+    }
+    settleAll([delivery], verdict);
+  }
+
+  private async write(target: string, body: Buffer | string): Promise<Verdict> {
+    try {
+      // Every byte or an error (a short write on a full disk is an error): never a partial document acknowledged.
+      await writeFileAtomic(target, body, { fsync: this.options.fsync, mkdir: true });
+      return { kind: 'ok' };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
+      const reason = `cannot write ${target}: ${ioErrorText(err)}`;
+      if (RECORD_LEVEL_CODES.has(code)) return { kind: 'record', reason };
+      return { kind: 'destination', reason, blocked: BLOCKING_CODES.has(code), advice: `free space, or fix permissions and mounts under ${this.root}` };
     }
   }
 
-  /** One warning when writes start failing (ENOSPC, EACCES, EMFILE...), not one per document and attempt. */
-  private failed(path: string, code: string, err: unknown): void {
-    const message = (err as Error).message;
-    const error = message.startsWith(code) ? message : `${code}: ${message}`;
-    if (this.failing) {
-      this.failing.retried++;
-      this.failing.error = error;
-      return;
+  /** Creates the folder and a file in it, then removes the file: what every write will need. */
+  async healthcheck(): Promise<HealthcheckResult | undefined> {
+    if (!this.options.healthcheck.enabled) return undefined;
+    const probe = resolve(this.root, `.logferry-healthcheck-${process.pid}`);
+    const verdict = await this.write(probe, '');
+    if (verdict.kind === 'ok') {
+      await rm(probe, { force: true }).catch(() => {});
+      return { status: 'ok', message: `${this.root} is writable` };
     }
-    this.failing = { since: Date.now(), error, retried: 1 };
-    this.ctx.log.warn(
-      `cannot write documents (${error}); they are not acknowledged and are retried with backoff until the write works or logferry stops. Free space or fix permissions under ${this.root}`,
-      { path },
-    );
-  }
-
-  private recovered(): void {
-    const failing = this.failing!;
-    this.failing = undefined;
-    this.ctx.log.info('documents are written again', { failed_attempts: failing.retried, failing_ms: Date.now() - failing.since, last_error: failing.error });
+    const advice = verdict.kind === 'destination' && verdict.advice ? `; check ${verdict.advice}` : '';
+    return { status: 'failed', message: `${verdict.reason}${advice}` };
   }
 
   async close(): Promise<void> {

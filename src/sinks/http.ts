@@ -7,11 +7,11 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { MiB, MINUTE_MS } from '../config/limits.js';
 import { LogferryError } from '../errors.js';
-import type { ComponentContext, ComponentDefinition, Delivery, PreflightProblem, Sink } from '../engine/types.js';
+import type { ComponentDefinition, Delivery, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
 import {
   ConcurrencyLimit,
-  isRetryableStatus,
   parseRetryAfter,
+  statusFailureClass,
   retrySchema,
   retryUntilFinal,
   safeUrl,
@@ -165,7 +165,7 @@ export class HttpSink implements Sink {
 
   constructor(
     private readonly options: HttpSinkOptions,
-    private readonly ctx: ComponentContext,
+    private readonly ctx: SinkContext,
   ) {
     this.target = safeUrl(options.uri);
     this.limit = new ConcurrencyLimit(options.request.concurrency);
@@ -226,15 +226,16 @@ export class HttpSink implements Sink {
       const verdict = await retryUntilFinal(() => this.attempt(body), {
         retry: this.options.retry,
         signal: this.ctx.signal,
+        state: this.ctx.state,
         onRetry: (reason, attempt, delayMs) =>
-          this.ctx.log.warn('request failed; retrying', { uri: this.target, reason, attempt, records: batch.deliveries.length, retry_in_ms: delayMs }),
+          this.ctx.log.debug('request failed; retrying', { uri: this.target, reason, attempt, records: batch.deliveries.length, retry_in_ms: delayMs }),
       });
       // On shutdown the records stay unacknowledged; they are read again after the restart.
       if (verdict === 'aborted') return;
       if (verdict.kind === 'ok') {
         this.delivered += batch.deliveries.length;
         this.ctx.metrics.bytesOut += batch.bytes;
-      } else if (verdict.kind === 'permanent') {
+      } else {
         this.warnOnce(verdict.reason);
       }
       settleAll(batch.deliveries, verdict);
@@ -272,10 +273,17 @@ export class HttpSink implements Sink {
       }
       const excerpt = await bodyExcerpt(response.body, this.scrubber);
       const reason = `HTTP ${status} from ${this.target}${excerpt ? `: ${excerpt}` : ''}`;
-      if (isRetryableStatus(status)) return { kind: 'retry', reason, afterMs: parseRetryAfter(response.headers['retry-after']) };
-      return { kind: 'permanent', reason: `${reason}${explainStatus(status)}` };
+      const failure = statusFailureClass(status);
+      if (failure === 'record') return { kind: 'record', reason: `${reason}${explainStatus(status)}` };
+      return {
+        kind: 'destination',
+        reason,
+        blocked: failure === 'blocked',
+        advice: adviceForStatus(status, response.headers.location),
+        afterMs: parseRetryAfter(response.headers['retry-after']),
+      };
     } catch (err) {
-      return { kind: 'retry', reason: describeNetworkError(err, this.options.request.timeout_ms) };
+      return networkFailure(err, this.options.request.timeout_ms);
     }
   }
 
@@ -283,7 +291,10 @@ export class HttpSink implements Sink {
     const kind = reason.slice(0, reason.indexOf(':') + 1 || 40);
     if (this.warnedAbout.has(kind)) return;
     this.warnedAbout.add(kind);
-    this.ctx.log.warn('the server refused records for good; they go to the dead letters', { uri: this.target, reason });
+    this.ctx.log.warn('the server refused records for good (an answer about their body); they go to the dead letters (further refusals of this kind are not logged)', {
+      uri: this.target,
+      reason,
+    });
   }
 
   async close(): Promise<void> {
@@ -369,22 +380,60 @@ export function httpSecrets(options: HttpSinkOptions): string[] {
   return secrets;
 }
 
+/** Said with a record-level refusal (dead letter). */
 function explainStatus(status: number): string {
-  if (status === 401) return ' (check auth: the token or user/password)';
-  if (status === 403) return ' (the credentials are not allowed to write here: check the token and its permissions)';
-  if (status === 404) return ' (check the uri: no receiver at this address)';
-  if (status === 413) return ' (body too large: lower batch.max_bytes)';
+  if (status === 413) return ' (body too large: lower batch.max_bytes, or max_line_bytes for single records)';
+  if (status === 400 || status === 422) return ' (the server refused this body: see its answer)';
   return '';
 }
 
-function describeNetworkError(err: unknown, timeoutMs: number): string {
+/** What to check when a status says the destination refuses every record. */
+const STATUS_ADVICE: ReadonlyMap<number, string> = new Map([
+  [401, 'auth: the token or user/password (expired or wrong)'],
+  [403, 'the credentials are not allowed to write here: the token and its permissions'],
+  [404, 'the uri: no receiver at this address'],
+  [405, `the method and the uri: the server does not take this method there`],
+  [407, 'the proxy credentials'],
+  [410, 'the uri: the receiver was removed'],
+  [415, 'encoding and compression: the server does not take this content type'],
+  [429, 'nothing: the server asks to slow down; records wait'],
+]);
+
+function adviceForStatus(status: number, location: string | string[] | undefined): string | undefined {
+  if (status >= 300 && status < 400) {
+    const to = Array.isArray(location) ? location[0] : location;
+    return `the uri: the server redirects${to ? ` to ${safeUrl(to)}` : ''}, which logferry does not follow (set uri to the final address)`;
+  }
+  if (status >= 500) return 'the receiver: it fails (5xx); records wait until it answers';
+  return STATUS_ADVICE.get(status);
+}
+
+/** Network errors that need an operator (a name that does not resolve, TLS that cannot work) rather than patience. */
+const BLOCKING_NETWORK_CODES = new Set([
+  'ENOTFOUND',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+  'EPROTO',
+]);
+
+/** A request that got no answer: the destination is unreachable, every record would fail the same way. */
+function networkFailure(err: unknown, timeoutMs: number): Verdict {
   const error = err as { name?: string; code?: string; message?: string };
-  if (error.name === 'TimeoutError' || error.code === 'UND_ERR_HEADERS_TIMEOUT' || error.code === 'UND_ERR_BODY_TIMEOUT') {
-    return `no answer within request.timeout_ms (${timeoutMs} ms)`;
+  if (error.name === 'TimeoutError' || error.code === 'UND_ERR_HEADERS_TIMEOUT' || error.code === 'UND_ERR_BODY_TIMEOUT' || error.code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return { kind: 'destination', reason: `no answer within request.timeout_ms (${timeoutMs} ms)`, advice: 'that the receiver is up and reachable from here' };
   }
   const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  const code = error.code ?? cause?.code;
-  return `${code ? `${code}: ` : ''}${cause?.message ?? error.message ?? String(err)}`;
+  const code = cause?.code ?? error.code;
+  const reason = `${code ? `${code}: ` : ''}${cause?.message ?? error.message ?? String(err)}`;
+  if (code && (BLOCKING_NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL'))) {
+    return { kind: 'destination', reason, blocked: true, advice: code === 'ENOTFOUND' ? "the uri's host name: it does not resolve" : 'tls.ca_file, the certificate and the uri (TLS cannot be set up)' };
+  }
+  return { kind: 'destination', reason, advice: 'that the receiver is up and listens at the uri (refused or broken connections)' };
 }
 
 export const httpSink: ComponentDefinition<'sink', typeof httpSinkSchema> = {

@@ -10,7 +10,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { z } from 'zod';
 import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
-import type { ComponentContext, ComponentDefinition, Delivery, PreflightProblem, Sink } from '../engine/types.js';
+import type { ComponentDefinition, Delivery, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
 import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { documentBody, preparedGzip } from '../records/body.js';
 import { urlSecrets } from '../engine/secrets.js';
@@ -25,8 +25,6 @@ const MAX_PUT_BYTES = 5 * 1024 * 1024 * 1024;
 const PART_QUEUE_SIZE = 4;
 /** A dead endpoint should be noticed (and retried) well before a whole request_timeout_ms has passed. */
 const MAX_CONNECT_TIMEOUT_MS = 10_000;
-/** At most one "retrying" line per this interval: an outage otherwise logs once per record in flight. */
-const RETRY_LOG_INTERVAL_MS = 1000;
 const FALLBACK_REGION = 'us-east-1';
 
 const STORAGE_CLASSES = [
@@ -48,7 +46,7 @@ const s3RetrySchema = retrySchema
     max_backoff_ms: z.number().int().positive().max(HOUR_MS).default(20_000).describe('Largest delay between two attempts (at most 1 hour).'),
   })
   .prefault({})
-  .describe('Backoff for throttling (503 SlowDown), 5xx, timeouts and connection errors; after max_duration_s the record goes to the dead letters.');
+  .describe('Backoff while the store fails (throttling, 5xx, timeouts, refused credentials, a missing bucket): records are held and retried; with max_duration_s set, a record held longer goes to the dead letters.');
 
 export const s3SinkSchema = z
   .object({
@@ -156,14 +154,51 @@ const NETWORK_CODES = new Set([
 
 const CREDENTIAL_NAMES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken', 'ExpiredToken', 'TokenRefreshRequired', 'InvalidSecurity']);
 const REGION_NAMES = new Set(['PermanentRedirect', 'AuthorizationHeaderMalformed', 'IllegalLocationConstraintException']);
+/** Refusals about this object only: its key, its size, its arguments. Every other refusal holds the records. */
+const RECORD_LEVEL_NAMES = new Set(['InvalidArgument', 'KeyTooLongError', 'EntityTooLarge', 'MetadataTooLarge', 'InvalidObjectName']);
 
 const CHECK_CREDENTIALS =
-  'check the credentials: the default chain reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), then AWS_PROFILE, then the container or instance role';
+  'the credentials: the default chain reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), then AWS_PROFILE and the shared files, then the container or instance role';
+
+interface Explained {
+  /** What the operator should check. */
+  advice: string;
+  /** Refusals that concern only this object (dead letter). */
+  record?: boolean;
+}
+
+type Explainer = (c: { name: string; status: number; message: string; bucket: string; key: string; region: string; e: S3ErrorLike }) => Explained;
+
+/** What each refusal means, by error name, in the order they are tried; the last ones match by status. */
+const EXPLAINERS: readonly [(name: string, status: number) => boolean, Explainer][] = [
+  [(n) => n === 'AccessDenied' || n === 'AllAccessDisabled', ({ bucket, key, message }) => ({
+    advice: `the credentials (AWS_ACCESS_KEY_ID/profile/role) and that the bucket policy allows s3:PutObject on ${bucket}/${shorten(key)}${message ? ` (${message})` : ''}`,
+  })],
+  [(n) => CREDENTIAL_NAMES.has(n), () => ({ advice: `the credentials were refused; check ${CHECK_CREDENTIALS}` })],
+  [(n) => n === 'RequestTimeTooSkewed', () => ({ advice: "the system clock: it differs from the server's by more than 15 minutes (NTP)" })],
+  [(n) => n === 'NoSuchBucket', ({ bucket, region }) => ({ advice: `bucket and region: bucket "${bucket}" does not exist in region ${region}` })],
+  [(n, status) => REGION_NAMES.has(n) || status === 301 || status === 307, ({ bucket, region, e }) => {
+    const actual = typeof e.Region === 'string' ? e.Region : e.$response?.headers?.['x-amz-bucket-region'];
+    return { advice: `region: the bucket "${bucket}" is in another region than ${region}${actual ? ` (${actual})` : ''}` };
+  }],
+  [(n) => n === 'InvalidStorageClass', () => ({ advice: 'storage_class: the store does not accept it' })],
+  [(n) => n.startsWith('KMS.'), ({ message }) => ({ advice: `kms_key_id, and that the credentials may use the key (kms:GenerateDataKey)${message ? ` (${message})` : ''}` })],
+  [(n) => n === 'InvalidRequest' || n === 'InvalidEncryptionAlgorithmError', ({ message }) => ({
+    advice: `storage_class, server_side_encryption and kms_key_id${message ? ` (${message})` : ''}`,
+  })],
+  [(n) => n === 'InvalidBucketName', ({ bucket }) => ({ advice: `bucket: "${bucket}" is not a valid bucket name` })],
+  [(n) => n === 'KeyTooLongError', ({ key }) => ({ record: true, advice: `the key ${shorten(key)} is longer than 1024 bytes: shorten prefix or the path_format template` })],
+  [(n) => n === 'EntityTooLarge', () => ({ record: true, advice: 'the object is larger than the store accepts in one request: lower multipart_threshold_bytes' })],
+  [(n) => RECORD_LEVEL_NAMES.has(n), ({ message }) => ({ record: true, advice: message || 'the store refused this object' })],
+  [(_n, status) => status === 404, ({ message }) => ({ advice: `bucket, endpoint and force_path_style${message ? ` (${message})` : ''}` })],
+];
 
 /**
- * Turns a failed request into a verdict: throttling, 5xx, timeouts and network errors are retried
- * (honouring Retry-After); any other 4xx would fail the same way again, so the record is rejected
- * with a reason that says what to check. Reasons carry names and statuses, never credentials.
+ * Turns a failed request into a verdict. Only refusals about this object (its key, size or
+ * arguments) are record-level: the record goes to the dead letters. Everything else would fail the
+ * same way for every record and holds them: throttling, 5xx, timeouts and network errors pass by
+ * themselves (`retrying`, honouring Retry-After); credentials, a missing bucket, another region or
+ * a refused option need an operator (`blocked`). Reasons carry names and statuses, never credentials.
  */
 export function classifyS3Error(err: unknown, bucket: string, key: string, region: string): Verdict {
   const e: S3ErrorLike = typeof err === 'object' && err !== null ? (err as S3ErrorLike) : { message: String(err) };
@@ -173,46 +208,35 @@ export function classifyS3Error(err: unknown, bucket: string, key: string, regio
   const status = typeof e.$metadata?.httpStatusCode === 'number' ? e.$metadata.httpStatusCode : undefined;
 
   if (name === 'CredentialsProviderError') {
-    return { kind: 'permanent', reason: `no AWS credentials found (${message || name}): ${CHECK_CREDENTIALS}` };
+    return { kind: 'destination', blocked: true, reason: `no AWS credentials found (${message || name})`, advice: CHECK_CREDENTIALS };
   }
   if (status === undefined) {
     // Without an HTTP answer the request never reached S3 or broke off: another try may well work.
     // The SDK renames ECONNRESET and EPIPE to TimeoutError; the code says more about what happened.
-    if (code && code !== 'ETIMEDOUT' && NETWORK_CODES.has(code)) return { kind: 'retry', reason: `${code}: ${message}` };
-    if (name === 'TimeoutError' || code === 'ETIMEDOUT') return { kind: 'retry', reason: `TimeoutError: ${message || 'the request timed out'}` };
-    return { kind: 'retry', reason: `${name}${code ? ` ${code}` : ''}: ${message || 'no answer from the server'}` };
+    const reachable = 'that the endpoint is up and reachable from here';
+    if (code === 'ENOTFOUND') return { kind: 'destination', blocked: true, reason: `${code}: ${message}`, advice: "endpoint and region: the store's host name does not resolve" };
+    if (code && code !== 'ETIMEDOUT' && NETWORK_CODES.has(code)) return { kind: 'destination', reason: `${code}: ${message}`, advice: reachable };
+    if (name === 'TimeoutError' || code === 'ETIMEDOUT') return { kind: 'destination', reason: `TimeoutError: ${message || 'the request timed out'}`, advice: reachable };
+    if (code && (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT'))) {
+      return { kind: 'destination', blocked: true, reason: `${code}: ${message}`, advice: 'the endpoint and its TLS certificate (NODE_EXTRA_CA_CERTS for a private CA)' };
+    }
+    return { kind: 'destination', reason: `${name}${code ? ` ${code}` : ''}: ${message || 'no answer from the server'}`, advice: reachable };
   }
 
   const head = `${status} ${name}`;
   // A 2xx that is still an error is a reply the SDK could not read (a proxy's page, a cut-off body).
-  if (isRetryableStatus(status) || RETRYABLE_NAMES.has(name) || status < 300) {
-    return { kind: 'retry', reason: message ? `${head}: ${message}` : head, afterMs: parseRetryAfter(e.$response?.headers?.['retry-after']) };
+  if (isRetryableStatus(status) || RETRYABLE_NAMES.has(name) || status < 300 || name === 'InvalidDigest' || name === 'BadDigest') {
+    return {
+      kind: 'destination',
+      reason: message ? `${head}: ${message}` : head,
+      afterMs: parseRetryAfter(e.$response?.headers?.['retry-after']),
+      advice: 'nothing: the store is busy or failing (5xx, throttling); records wait until it answers',
+    };
   }
-  return { kind: 'permanent', reason: `${head}: ${explainPermanent(name, status, message, bucket, key, region, e)}` };
-}
-
-function explainPermanent(name: string, status: number, message: string, bucket: string, key: string, region: string, e: S3ErrorLike): string {
-  if (name === 'AccessDenied' || name === 'AllAccessDisabled') {
-    return `check the credentials (AWS_ACCESS_KEY_ID/profile/role) and that the bucket policy allows s3:PutObject on ${bucket}/${key}${message ? ` (${message})` : ''}`;
-  }
-  if (CREDENTIAL_NAMES.has(name)) return `the credentials were refused — ${CHECK_CREDENTIALS}`;
-  if (name === 'RequestTimeTooSkewed') return "the system clock differs from the server's by more than 15 minutes — fix the clock (NTP)";
-  if (name === 'NoSuchBucket') return `bucket "${bucket}" does not exist in region ${region} — check bucket and region`;
-  if (REGION_NAMES.has(name) || status === 301 || status === 307) {
-    const actual = typeof e.Region === 'string' ? e.Region : e.$response?.headers?.['x-amz-bucket-region'];
-    return `the bucket "${bucket}" is in another region than ${region}${actual ? ` (${actual})` : ''} — set region`;
-  }
-  if (name === 'InvalidDigest' || name === 'BadDigest') return 'the body changed in transit (its Content-MD5 did not match) — check proxies between logferry and the store';
-  if (name === 'InvalidStorageClass') return 'the store does not accept this storage_class — check storage_class';
-  if (name.startsWith('KMS.')) return `check kms_key_id and that the credentials may use the key (kms:GenerateDataKey)${message ? ` (${message})` : ''}`;
-  if (name === 'InvalidRequest' || name === 'InvalidArgument' || name === 'InvalidEncryptionAlgorithmError') {
-    return `${message || 'the store refused the request'} — check storage_class, server_side_encryption and kms_key_id`;
-  }
-  if (name === 'InvalidBucketName') return `"${bucket}" is not a valid bucket name — check bucket`;
-  if (name === 'KeyTooLongError') return `the key ${shorten(key)} is longer than 1024 bytes — shorten prefix or the path_format template`;
-  if (name === 'EntityTooLarge') return 'the object is larger than the store accepts in one request — lower multipart_threshold_bytes';
-  if (status === 404) return `${message || 'not found'} — check bucket, endpoint and force_path_style`;
-  return message || 'the store refused the request';
+  const explainer = EXPLAINERS.find(([matches]) => matches(name, status))?.[1];
+  const explained = explainer?.({ name, status, message, bucket, key, region, e }) ?? { advice: message || 'the store refused the request' };
+  if (explained.record) return { kind: 'record', reason: `${head}: ${explained.advice}` };
+  return { kind: 'destination', blocked: true, reason: message ? `${head}: ${message}` : head, advice: explained.advice };
 }
 
 function shorten(key: string): string {
@@ -254,12 +278,10 @@ class S3Sink implements Sink {
   private readonly stop = new AbortController();
   private readonly onStop = (): void => this.stop.abort(this.ctx.signal.reason);
   private uploaded = 0;
-  private lastRetryLog = 0;
-  private retriesNotLogged = 0;
 
   constructor(
     private readonly options: S3SinkOptions,
-    private readonly ctx: ComponentContext,
+    private readonly ctx: SinkContext,
     private readonly region: string,
   ) {
     this.limit = new ConcurrencyLimit(options.concurrency);
@@ -343,6 +365,7 @@ class S3Sink implements Sink {
       const verdict = await retryUntilFinal(() => this.put(key, body, md5), {
         retry: this.options.retry,
         signal: this.stop.signal,
+        state: this.ctx.state,
         onRetry: (reason, attempt, delayMs) => this.logRetry(key, reason, attempt, delayMs),
       });
       // On shutdown the record stays unacknowledged: it is read again after the restart.
@@ -350,8 +373,8 @@ class S3Sink implements Sink {
       if (verdict.kind === 'ok') {
         this.uploaded++;
         this.ctx.metrics.bytesOut += body.length;
-      } else if (verdict.kind === 'permanent' && verdict.reason.startsWith('gave up')) {
-        this.warnOnce('gave up', key, verdict.reason);
+      } else if (verdict.code === 'LF_SINK_RETRY_EXPIRED') {
+        this.warnOnce('expired', key, verdict.reason);
       }
       settleAll([delivery], verdict);
     } catch (err) {
@@ -379,9 +402,9 @@ class S3Sink implements Sink {
       else await this.client.send(new PutObjectCommand({ ...params, ContentMD5: md5 }), { abortSignal: this.stop.signal });
       return { kind: 'ok' };
     } catch (err) {
-      if (this.stop.signal.aborted) return { kind: 'retry', reason: 'stopping' };
+      if (this.stop.signal.aborted) return { kind: 'destination', reason: 'stopping' };
       const verdict = classifyS3Error(err, this.options.bucket, key, this.region);
-      if (verdict.kind === 'permanent') this.warnOnce(errorKind(err), key, verdict.reason);
+      if (verdict.kind === 'record') this.warnOnce(errorKind(err), key, verdict.reason);
       return verdict;
     }
   }
@@ -411,30 +434,16 @@ class S3Sink implements Sink {
     }
   }
 
+  /** The operator's lines come from the sink state (once per outage); each retry is a debug line and a count. */
   private logRetry(key: string, reason: string, attempt: number, delayMs: number): void {
     this.ctx.metrics.count(this.ctx.id, 'retries');
-    const now = Date.now();
-    if (now - this.lastRetryLog < RETRY_LOG_INTERVAL_MS) {
-      this.retriesNotLogged++;
-      return;
-    }
-    this.lastRetryLog = now;
-    const others = this.retriesNotLogged;
-    this.retriesNotLogged = 0;
-    this.ctx.log.warn('upload failed; retrying', {
-      bucket: this.options.bucket,
-      key,
-      reason,
-      attempt,
-      retry_in_ms: delayMs,
-      other_retries: others > 0 ? others : undefined,
-    });
+    this.ctx.log.debug('upload failed; retrying', { bucket: this.options.bucket, key, reason, attempt, retry_in_ms: delayMs });
   }
 
   private warnOnce(kind: string, key: string, reason: string): void {
     if (this.warnedAbout.has(kind)) return;
     this.warnedAbout.add(kind);
-    this.ctx.log.warn('S3 refused a record for good; it goes to the dead letters (further errors of this kind are not logged)', {
+    this.ctx.log.warn('S3 refused an object for good (a refusal about this object only); it goes to the dead letters (further errors of this kind are not logged)', {
       bucket: this.options.bucket,
       key,
       reason,

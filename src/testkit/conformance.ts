@@ -7,7 +7,8 @@ import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promi
 import type { z } from 'zod';
 import { silentLogger, type Logger } from '../engine/logger.js';
 import { Metrics } from '../engine/metrics.js';
-import type { ComponentContext, ComponentDefinition, Delivery, JsonObject, LogRecord } from '../engine/types.js';
+import type { ComponentDefinition, Delivery, JsonObject, LogRecord, SinkContext } from '../engine/types.js';
+import { SinkState } from '../engine/sink-state.js';
 import { contentDigest } from '../records/canonical.js';
 import { faultPlans, startFaultProxy, type Fault, type FaultPlan, type FaultProxy } from './fault-proxy.js';
 import { startReceiver } from './receiver.js';
@@ -165,12 +166,14 @@ function startDrive<S extends z.ZodType>(
     try {
       const options = definition.schema.parse(rawOptions) as z.output<S>;
       const metrics = new Metrics();
-      const ctx: ComponentContext = {
+      const log = opts.log ?? silentLogger;
+      const ctx: SinkContext = {
         id: 'sink-under-test',
-        log: opts.log ?? silentLogger,
+        log,
         metrics,
         signal: opts.signal ?? new AbortController().signal,
         dataDir,
+        state: new SinkState('sink-under-test', log),
       };
       const sink = await definition.build(options, ctx);
       let unsettled: LogRecord[];
@@ -362,16 +365,16 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
       },
     },
     {
-      name: 'a permanent error rejects only the records it concerns',
+      name: 'a record-level refusal (400 about the body) rejects only the records it concerns',
       timeoutMs: 30_000,
       run: () =>
-        withRig(subject, faultPlans.rejectWhen((r) => r.ids.includes(7), 403, 'forbidden by policy'), 30, async (rig) => {
+        withRig(subject, faultPlans.rejectWhen((r) => r.ids.includes(7), 400, 'record 7 is malformed'), 30, async (rig) => {
           const result = await rig.drive({}, 25_000);
           assertContract(result);
           assert.equal(result.unsettled.length, 0, `${result.unsettled.length} records were left unsettled: ids ${sample(result.unsettled.map(idOf))}`);
           const seven = result.rejected.find((r) => idOf(r.record) === 7);
-          assert.ok(seven, `record 7 got a 403 answer but was not rejected${result.delivered.some((r) => idOf(r) === 7) ? ' (it was delivered)' : ''}`);
-          assert.match(seven.reason, /403/, `record 7's rejection reason should name the status 403, got ${JSON.stringify(seven.reason)}`);
+          assert.ok(seven, `record 7 got a 400 answer but was not rejected${result.delivered.some((r) => idOf(r) === 7) ? ' (it was delivered)' : ''}`);
+          assert.match(seven.reason, /400/, `record 7's rejection reason should name the status 400, got ${JSON.stringify(seven.reason)}`);
           // Records that shared a request with 7 may go down with it (one answer covers the batch), others may not.
           const sharedWith7 = new Set(rig.proxy.exchanges.filter((e) => e.ids.includes(7)).flatMap((e) => e.ids));
           assert.ok(sharedWith7.size > 0, 'no request carried record 7: the proxy found no numeric `id` 7 in any body');
