@@ -41,6 +41,12 @@ export interface PipelineOptions {
   scrubber?: SecretScrubber;
   /** How often a failing sink logs a reminder (default REMINDER_INTERVAL_MS; tests shorten it). */
   sinkReminderMs?: number;
+  /**
+   * `run --once --max-wait`: once a sink has been failing (retrying or blocked) this long without a
+   * break, the run gives up: reading stops, the records held are left unacknowledged (the next run
+   * sends them) and the summary names the sinks (`heldBy`). Unset: wait for as long as it takes.
+   */
+  maxWaitMs?: number;
 }
 
 export interface RunSummary {
@@ -53,6 +59,8 @@ export interface RunSummary {
    * failed (LF_CHECKPOINT_FAILED). One sentence each, for the last log line.
    */
   problems: { code: 'LF_INPUT_UNREADABLE' | 'LF_CHECKPOINT_FAILED'; message: string }[];
+  /** The failing sinks `maxWaitMs` gave up on (empty when it did not); their records were not acknowledged. */
+  heldBy: SinkStatus[];
 }
 
 const SETTLED = Promise.resolve();
@@ -157,8 +165,13 @@ export class Pipeline {
   private readonly order = new Map<string, OrderedSteps>();
   private inFlight = 0;
   private drainWaiters: (() => void)[] = [];
+  /** Set while run() waits for the drain: starts the shutdown_timeout, or ends the wait at once. */
+  private drainControl: { startTimeout(): void; endNow(): void } | undefined;
   private fatal: Error | undefined;
   private stopRequested = false;
+  /** The sinks `maxWaitMs` gave up on. */
+  private heldBy: SinkStatus[] = [];
+  private readonly giveUpTimers = new Map<string, NodeJS.Timeout>();
   /** Sources whose checkpoint was loaded (and that were started with it): only these are saved. */
   private readonly restored = new Set<string>();
   /** A dead letter the writer failed on for good was logged (once). */
@@ -212,6 +225,7 @@ export class Pipeline {
       const ctx = this.sinkContext(c);
       const sink = (await c.definition.build(c.options, ctx)) as Sink;
       this.sinks.set(c.id, { sink, channel: new Channel<Delivery>(), state: ctx.state });
+      this.watchForGiveUp(c.id, ctx.state);
     }
     for (const c of this.config.transforms) {
       const transform = (await c.definition.build(c.options, this.context(c))) as Transform;
@@ -286,6 +300,47 @@ export class Pipeline {
     this.stopRequested = true;
     this.log.info('stopping: no new input is read; draining records in flight', { reason, in_flight: this.inFlight });
     this.sourceAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', reason));
+    // `--once` that already read everything waits for its drain without a limit; a stop request
+    // (SIGTERM) bounds that wait by shutdown_timeout, as in follow mode.
+    this.drainControl?.startTimeout();
+  }
+
+  /**
+   * Ends the run without waiting for records in flight: they are left unacknowledged (read again
+   * by the next run). Retries stop at once, and the sinks log nothing more about their state.
+   */
+  private endNow(reason: string): void {
+    if (!this.stopRequested) {
+      this.stopRequested = true;
+      this.log.info('stopping now: records in flight are left unacknowledged and read again by the next run', { reason, in_flight: this.inFlight });
+      this.sourceAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', reason));
+    }
+    for (const { state } of this.sinks.values()) state.silence();
+    this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', reason));
+    this.drainControl?.endNow();
+  }
+
+  /** `--max-wait`: gives up on a sink that has been failing this long without a break. */
+  private watchForGiveUp(id: string, state: SinkState): void {
+    const maxWaitMs = this.options.maxWaitMs;
+    if (maxWaitMs === undefined) return;
+    state.onChange((status) => {
+      clearTimeout(this.giveUpTimers.get(id));
+      this.giveUpTimers.delete(id);
+      if (status.state === 'healthy') return;
+      const timer = setTimeout(() => {
+        const now = state.status();
+        if (now.state === 'healthy') return;
+        this.heldBy.push(now);
+        this.log.error(
+          `sink ${id} has been failing for ${Math.round(maxWaitMs / 1000)} s (--max-wait); giving up: its ${now.pendingRecords} records are not acknowledged and the next run sends them`,
+          { code: 'LF_DESTINATION_HELD', sink: id, state: now.state, reason: now.reason },
+        );
+        this.endNow(`sink ${id} still failing after --max-wait`);
+      }, Math.max(0, maxWaitMs - (Date.now() - status.sinceMs)));
+      timer.unref();
+      this.giveUpTimers.set(id, timer);
+    });
   }
 
   async run(): Promise<RunSummary> {
@@ -312,9 +367,10 @@ export class Pipeline {
     await Promise.all(sourceRuns);
 
     // Sources are done (--once reached the end, or stop() was called): drain what is in flight.
-    const drained = await this.waitForDrain(this.options.once && !this.stopRequested ? Infinity : this.config.shutdownTimeoutMs);
+    const drained = await this.waitForDrain();
     const abandoned = drained ? 0 : this.inFlight;
-    if (!drained) {
+    for (const timer of this.giveUpTimers.values()) clearTimeout(timer);
+    if (!drained && !this.componentAbort.signal.aborted) {
       this.log.warn('shutdown_timeout ran out with records in flight; they were not acknowledged and will be read again on the next start', {
         code: 'LF_SHUTDOWN_TIMEOUT',
         in_flight: abandoned,
@@ -343,7 +399,7 @@ export class Pipeline {
     for (const [source, error] of checkpointFailures) {
       problems.push({ code: 'LF_CHECKPOINT_FAILED', message: `the checkpoint of source ${source} could not be saved (${this.checkpoints.fileFor(source)}: ${error})` });
     }
-    return { abandoned, durationMs: Date.now() - started, problems };
+    return { abandoned, durationMs: Date.now() - started, problems, heldBy: this.heldBy };
   }
 
   private fail(err: unknown, what: string, code: ErrorCode = 'LF_SINK_FAILED'): void {
@@ -351,7 +407,8 @@ export class Pipeline {
     const error = err instanceof Error ? err : new Error(errorMessage(err));
     this.log.error(`${what}: ${error.message}`, { error });
     this.fatal ??= new LogferryError(code, `${what}: ${error.message}`, { cause: error });
-    this.stop(what);
+    // The run ends with this error now, not after shutdown_timeout: what is in flight stays unacknowledged.
+    this.endNow(what);
   }
 
   /** A source cannot open or read an input: logged once per state change, reported by --once. */
@@ -373,14 +430,29 @@ export class Pipeline {
     this.log.info('an input that could not be read is read again', { code: 'LF_INPUT_UNREADABLE', source, path });
   }
 
-  private waitForDrain(timeoutMs: number): Promise<boolean> {
+  /**
+   * Waits until no record is in flight (true), or gives up (false): after shutdown_timeout once a
+   * stop was requested (at once in follow mode, where sources end only on a stop; from the stop
+   * request in `--once`), or at once when the run must end now (a fatal error, --max-wait).
+   */
+  private waitForDrain(): Promise<boolean> {
     if (this.inFlight === 0) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
-      const timer = Number.isFinite(timeoutMs) ? setTimeout(() => resolve(false), timeoutMs) : undefined;
-      this.drainWaiters.push(() => {
-        if (timer) clearTimeout(timer);
-        resolve(true);
-      });
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (drained: boolean): void => {
+        clearTimeout(timer);
+        this.drainControl = undefined;
+        resolve(drained);
+      };
+      this.drainWaiters.push(() => finish(true));
+      this.drainControl = {
+        startTimeout: () => {
+          timer ??= setTimeout(() => finish(false), this.config.shutdownTimeoutMs);
+        },
+        endNow: () => finish(false),
+      };
+      if (this.componentAbort.signal.aborted) finish(false);
+      else if (!this.options.once || this.stopRequested) this.drainControl.startTimeout();
     });
   }
 
