@@ -21,7 +21,7 @@ export async function checkDestinations(sinks: readonly { id: string; sink: Sink
       if (!sink.healthcheck) return { sink: id, result: undefined };
       let result: HealthcheckResult | undefined;
       try {
-        result = await sink.healthcheck(signal);
+        result = await untilAborted(sink.healthcheck(signal), signal);
       } catch (err) {
         result = { status: 'failed', message: `the health check itself failed: ${(err as Error).message}` };
       }
@@ -29,6 +29,17 @@ export async function checkDestinations(sinks: readonly { id: string; sink: Sink
       return { sink: id, result };
     }),
   );
+}
+
+/** A check that ignores `signal` (a plugin's) still ends the wait when it aborts. */
+function untilAborted(check: Promise<HealthcheckResult | undefined>, signal: AbortSignal): Promise<HealthcheckResult | undefined> {
+  const stopped: HealthcheckResult = { status: 'failed', message: 'the check did not end before the checks were stopped' };
+  if (signal.aborted) return Promise.resolve(stopped);
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => resolve(stopped);
+    signal.addEventListener('abort', onAbort, { once: true });
+    check.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 function logCheck(log: Logger, result: HealthcheckResult): void {
