@@ -322,7 +322,8 @@ export class HttpSink implements Sink {
     const check = this.options.healthcheck;
     if (!check.enabled) return undefined;
     const result = check.uri ? await this.requestCheck(check.uri, check.method, check.timeout_ms, signal) : await this.connectionCheck(check.timeout_ms, signal);
-    return { status: result.status, message: this.scrubber.scrub(result.message) };
+    // One line: OpenSSL's messages end in a newline.
+    return { status: result.status, message: this.scrubber.scrub(result.message).replace(/\s+/g, ' ').trim() };
   }
 
   private async requestCheck(uri: string, method: string, timeoutMs: number, signal: AbortSignal): Promise<HealthcheckResult> {

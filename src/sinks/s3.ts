@@ -302,7 +302,8 @@ export function headBucketResult(err: unknown, bucket: string, region: string): 
   const verdict = classifyS3Error(err, bucket, '', region);
   const found = verdict.kind === 'ok' ? 'no error' : verdict.reason;
   const advice = verdict.kind === 'destination' && verdict.advice ? `; check ${verdict.advice}` : '';
-  return { status: 'failed', message: `HeadBucket on s3://${bucket} (region ${region}) failed: ${found}${advice}` };
+  // One line: OpenSSL's messages end in a newline.
+  return { status: 'failed', message: `HeadBucket on s3://${bucket} (region ${region}) failed: ${found}${advice}`.replace(/\s+/g, ' ').trim() };
 }
 
 /** The region when the options do not name one: the environment, then the SDK's profile, then us-east-1. */

@@ -1,4 +1,4 @@
-import { access, appendFile, chmod, constants, mkdir, readdir } from 'node:fs/promises';
+import { access, appendFile, chmod, constants, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -203,15 +203,14 @@ describe('health checks at start', () => {
     expect(server.lines).toHaveLength(30);
   });
 
-  it('the file sink check fails on a folder that cannot be created', async () => {
+  it('the file sink check fails on a folder it may not write', async (ctx) => {
     const dir = await scratch(cleanup);
     const locked = join(dir, 'locked');
     await mkdir(locked);
     await chmod(locked, 0o500);
     try {
-      const writable = await access(locked, constants.W_OK).then(() => true, () => false);
       // Root writes through permissions: the check would rightly pass, so there is nothing to test.
-      if (writable) return;
+      if (await access(locked, constants.W_OK).then(() => true, () => false)) ctx.skip();
       const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(dir, 'logs', '*.ndjson'), out: join(locked, 'out') }));
       const result = await runCli(['validate', '-c', config, '--check-destinations'], { cwd: dir });
       expect(result.code, result.stderr).toBe(69);
@@ -219,5 +218,14 @@ describe('health checks at start', () => {
     } finally {
       await chmod(locked, 0o700);
     }
+  });
+
+  it('the file sink check fails on a path under a regular file, even as root', async () => {
+    const dir = await scratch(cleanup);
+    await writeFile(join(dir, 'not-a-folder'), 'x');
+    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(dir, 'logs', '*.ndjson'), out: join(dir, 'not-a-folder', 'out') }));
+    const result = await runCli(['validate', '-c', config, '--check-destinations'], { cwd: dir });
+    expect(result.code, result.stderr).toBe(69);
+    expect(result.stdout).toMatch(/^archive: failed: cannot write .*not-a-folder\/out\/\.logferry-healthcheck-\d+: .*ENOTDIR/m);
   });
 });
