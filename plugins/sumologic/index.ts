@@ -74,7 +74,8 @@ export const sumoLogicSchema = z
           ),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
   .strict();
 

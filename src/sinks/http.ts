@@ -116,8 +116,6 @@ export const httpHealthcheckSchema = z
   })
   .strict();
 
-const healthcheckSchema = httpHealthcheckSchema;
-
 export const httpSinkSchema = z
   .object({
     uri: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).describe('Where records are sent. Tokens in the URL are never logged.'),
@@ -153,7 +151,9 @@ export const httpSinkSchema = z
       .strict()
       .prefault({}),
     retry: retrySchema.prefault({}),
-    healthcheck: healthcheckSchema.prefault({}),
+    healthcheck: httpHealthcheckSchema
+      .prefault({})
+      .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
   .strict();
 

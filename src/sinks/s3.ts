@@ -109,7 +109,8 @@ export const s3SinkSchema = z
           ),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
   .strict()
   .superRefine((options, ctx) => {
