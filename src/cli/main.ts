@@ -48,6 +48,7 @@ const HELP = `logferry: ships job history and audit events, one JSON document pe
 
 Usage:
   logferry run -c FILE [--once]        run the pipeline (--once: read every input to its end, drain, exit)
+      [--require-healthy]              exit 69 at start when a destination fails its health check
   logferry validate -c FILE            check the pipeline file and exit (78 on errors)
       [--check-destinations]           also build the sinks and run their health checks (69 when one fails)
   logferry schema [-c FILE]            print the JSON Schema of pipeline files (for editors; -c adds its plugins' types)
@@ -61,7 +62,6 @@ Usage:
 Options:
   -c, --config FILE      pipeline YAML
       --once             batch mode for run
-      --require-healthy  run: exit 69 before reading anything when a destination fails its health check
       --log-format F     text (default) or json
       --log-level L      debug, info (default), warn, error
   -h, --help             this help
