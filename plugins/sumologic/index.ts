@@ -64,6 +64,18 @@ export const sumoLogicSchema = z
       .strict()
       .prefault({}),
     retry: retrySchema.prefault({}),
+    healthcheck: z
+      .object({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe(
+            "At start, connect to the collector's host (DNS, TCP, TLS) without sending a request: Sumo Logic has no health endpoint, and any request to the source URL would be ingested as a message.",
+          ),
+      })
+      .strict()
+      .prefault({})
+      .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
   .strict();
 
@@ -103,6 +115,8 @@ export const sumoLogicSink = defineSink({
         headers: sumoHeaders(options),
         request: options.request,
         retry: options.retry,
+        // No healthcheck.uri: the connection check is all that can be done without ingesting anything.
+        healthcheck: { enabled: options.healthcheck.enabled },
       }),
       ctx,
     ),

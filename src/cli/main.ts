@@ -12,6 +12,7 @@ import type { PipelineConfig } from '../config/types.js';
 import { acquireDataDirLock, dataDirProblem } from '../engine/data-dir-lock.js';
 import { readDeadLetters, DeadLetterWriter, type DeadLetterEntry } from '../engine/dead-letters.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../engine/logger.js';
+import { anyFailed, buildSinksOnly, checkDestinations } from '../engine/healthchecks.js';
 import { Pipeline } from '../engine/pipeline.js';
 import { collectSecrets, SecretScrubber } from '../engine/secrets.js';
 import { ConfigError, formatProblem, LogferryError, UsageError } from '../errors.js';
@@ -24,23 +25,32 @@ import { StatusReporter } from './status.js';
 import { parse as parseYaml } from 'yaml';
 
 /**
- * 74 (EX_IOERR): `run --once` read everything it could, but an input could not be read or a
+ * 69 (EX_UNAVAILABLE): a destination failed its health check (`run --require-healthy`,
+ * `validate --check-destinations`). 74 (EX_IOERR): `run --once` read everything it could, but an input could not be read or a
  * checkpoint could not be saved. 75 (EX_TEMPFAIL): another logferry holds the data_dir lock.
  */
-export const EXIT = { ok: 0, runtime: 1, usage: 2, io: 74, locked: 75, config: 78 } as const;
+export const EXIT = { ok: 0, runtime: 1, usage: 2, unavailable: 69, io: 74, locked: 75, config: 78 } as const;
 
 /**
  * The secrets of the loaded pipeline (filled once its file is read): every log line and the
  * error report go through it, so a destination that echoes a token cannot put it on stderr.
  */
 const scrubber = new SecretScrubber();
+
+/**
+ * A bound on all start-up checks together, in case a plugin's check ignores its own timeout: each
+ * built-in check gives up on its own far sooner (at most 1 minute).
+ */
+const HEALTHCHECK_BOUND_MS = 2 * 60_000;
 const scrub = (text: string): string => scrubber.scrub(text);
 
 const HELP = `logferry: ships job history and audit events, one JSON document per job, with end-to-end acknowledgement.
 
 Usage:
   logferry run -c FILE [--once]        run the pipeline (--once: read every input to its end, drain, exit)
+      [--require-healthy]              exit 69 at start when a destination fails its health check
   logferry validate -c FILE            check the pipeline file and exit (78 on errors)
+      [--check-destinations]           also build the sinks and run their health checks (69 when one fails)
   logferry schema [-c FILE]            print the JSON Schema of pipeline files (for editors; -c adds its plugins' types)
   logferry key [-c FILE] DOC.json...   print the key each document would get
   logferry dead-letter list -c FILE    show the dead letters grouped by reason (--json for raw entries)
@@ -57,7 +67,8 @@ Options:
   -h, --help             this help
   -v, --version          the version
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage error, 74 I/O failure (run --once could not read an
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 69 a destination failed its health check
+(run --require-healthy, validate --check-destinations), 74 I/O failure (run --once could not read an
 input; run could not save its final checkpoint, or its output pipe closed), 75 data_dir locked by
 another logferry, 78 config error.
 `;
@@ -65,6 +76,8 @@ another logferry, 78 config error.
 interface CliOptions {
   config?: string;
   once: boolean;
+  requireHealthy: boolean;
+  checkDestinations: boolean;
   json: boolean;
   all: boolean;
   logFormat: LogFormat;
@@ -81,6 +94,8 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
       options: {
         config: { type: 'string', short: 'c' },
         once: { type: 'boolean', default: false },
+        'require-healthy': { type: 'boolean', default: false },
+        'check-destinations': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         all: { type: 'boolean', default: false },
         'log-format': { type: 'string', default: 'text' },
@@ -102,6 +117,8 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
   return {
     config: v.config,
     once: v.once ?? false,
+    requireHealthy: v['require-healthy'] ?? false,
+    checkDestinations: v['check-destinations'] ?? false,
     json: v.json ?? false,
     all: v.all ?? false,
     logFormat,
@@ -163,6 +180,14 @@ async function runLocked(
     if (err instanceof LogferryError && err.code.startsWith('LF_CONFIG')) throw err;
     throw new LogferryError('LF_SINK_FAILED', `cannot start the pipeline: ${(err as Error).message}`, { cause: err });
   }
+  // Before anything is read: with --require-healthy a failed check ends the run with no checkpoint moved.
+  const checks = await checkDestinations(pipeline.sinkInstances(), log, AbortSignal.timeout(HEALTHCHECK_BOUND_MS));
+  if (options.requireHealthy && anyFailed(checks)) {
+    await pipeline.discard();
+    const failed = checks.filter((c) => c.result?.status === 'failed').map((c) => c.sink);
+    log.error(`exit ${EXIT.unavailable}: the health check of ${failed.join(', ')} failed (--require-healthy); nothing was read`, { code: 'LF_HEALTHCHECK_FAILED' });
+    return EXIT.unavailable;
+  }
   const reporter = new StatusReporter(pipeline, log, config.statusIntervalMs, process.stderr.isTTY === true && options.logFormat === 'text');
   setReporter(reporter);
   let signals = 0;
@@ -213,7 +238,28 @@ async function commandValidate(options: CliOptions): Promise<number> {
   if (dataDir) throw new ConfigError(file, [{ path: 'data_dir', message: `${dataDir} (LF_DATA_DIR_INVALID)` }], 'LF_DATA_DIR_INVALID');
   const count = config.sources.length + config.transforms.length + config.sinks.length;
   process.stdout.write(`${file}: ok (${count} components: ${config.sources.length} sources, ${config.transforms.length} transforms, ${config.sinks.length} sinks)\n`);
-  return EXIT.ok;
+  return options.checkDestinations ? checkDestinationsOnly(config, log) : EXIT.ok;
+}
+
+/** `validate --check-destinations`: the sinks alone are built and checked; no source, no lock, no data read. */
+async function checkDestinationsOnly(config: PipelineConfig, log: Logger): Promise<number> {
+  const signal = AbortSignal.timeout(HEALTHCHECK_BOUND_MS);
+  let built;
+  try {
+    built = await buildSinksOnly(config, log, signal);
+  } catch (err) {
+    if (err instanceof LogferryError && err.code.startsWith('LF_CONFIG')) throw err;
+    throw new LogferryError('LF_SINK_FAILED', `cannot build the sinks: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const checks = await checkDestinations(built.sinks, log, signal);
+    for (const { sink, result } of checks) {
+      process.stdout.write(scrub(`${sink}: ${result ? `${result.status}: ${result.message}` : 'not checked (no health check, or healthcheck.enabled: false)'}`) + '\n');
+    }
+    return anyFailed(checks) ? EXIT.unavailable : EXIT.ok;
+  } finally {
+    await built.close();
+  }
 }
 
 /** With -c, the schema also knows the components of the file's plugins. */

@@ -284,6 +284,21 @@ export class Pipeline {
     return [...this.sinks].map(([id, { sink }]) => ({ id, sink }));
   }
 
+  /**
+   * Releases what build() started (the sinks' connections, the record pool's threads) when the
+   * pipeline is not run after all (`run --require-healthy` and a failed health check). Nothing was
+   * read, so there is no checkpoint to save.
+   */
+  async discard(): Promise<void> {
+    for (const [id, { sink }] of this.sinks) {
+      await sink.close?.().catch((err: unknown) => this.log.error('sink close failed', { sink: id, error: err }));
+    }
+    this.poolClosing = true;
+    await this.pool?.close();
+    this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'pipeline not started'));
+    await this.deadLetters.close();
+  }
+
   private context(c: ComponentConfig): ComponentContext {
     return {
       id: c.id,

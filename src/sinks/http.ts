@@ -3,11 +3,11 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, buildConnector, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { MiB, MINUTE_MS } from '../config/limits.js';
 import { LogferryError } from '../errors.js';
-import type { ComponentDefinition, Delivery, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
+import type { ComponentDefinition, Delivery, HealthcheckResult, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
 import {
   ConcurrencyLimit,
   parseRetryAfter,
@@ -96,6 +96,26 @@ const tlsSchema = z
   })
   .strict();
 
+export const httpHealthcheckSchema = z
+  .object({
+    enabled: z.boolean().default(true).describe('Check the destination at start, before records flow.'),
+    uri: z
+      .url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })
+      .optional()
+      .describe(
+        "A health endpoint, requested with the sink's headers, auth and TLS; healthy on 2xx. Unset: only a connection (DNS, TCP and the TLS handshake) is made to the uri's host, and no request is sent.",
+      ),
+    method: z.enum(['GET', 'HEAD', 'OPTIONS']).default('GET').describe('Method of the healthcheck.uri request.'),
+    timeout_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(MINUTE_MS)
+      .default(10_000)
+      .describe('The check fails when it takes longer than this (at most 1 minute).'),
+  })
+  .strict();
+
 export const httpSinkSchema = z
   .object({
     uri: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' }).describe('Where records are sent. Tokens in the URL are never logged.'),
@@ -131,6 +151,9 @@ export const httpSinkSchema = z
       .strict()
       .prefault({}),
     retry: retrySchema.prefault({}),
+    healthcheck: httpHealthcheckSchema
+      .prefault({})
+      .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
   .strict();
 
@@ -162,6 +185,8 @@ export class HttpSink implements Sink {
   private readonly warnedAbout = new Set<string>();
   /** Its own secrets, scrubbed from an answer before it is cut to an excerpt (the engine scrubs again). */
   private readonly scrubber: SecretScrubber;
+  /** The TLS options every connection uses; the connection check opens one with the same. */
+  private readonly connectOptions: Agent.Options['connect'];
 
   constructor(
     private readonly options: HttpSinkOptions,
@@ -169,11 +194,12 @@ export class HttpSink implements Sink {
   ) {
     this.target = safeUrl(options.uri);
     this.limit = new ConcurrencyLimit(options.request.concurrency);
+    this.connectOptions = tlsConnectOptions(options.tls);
     this.dispatcher = new Agent({
       connections: options.request.concurrency,
       headersTimeout: options.request.timeout_ms,
       bodyTimeout: options.request.timeout_ms,
-      connect: tlsConnectOptions(options.tls),
+      connect: this.connectOptions,
     });
     this.headers = buildHeaders(options);
     this.scrubber = new SecretScrubber(httpSecrets(options));
@@ -283,8 +309,64 @@ export class HttpSink implements Sink {
         afterMs: parseRetryAfter(response.headers['retry-after']),
       };
     } catch (err) {
-      return networkFailure(err, this.options.request.timeout_ms);
+      return networkFailure(err, this.options.request.timeout_ms, 'request.timeout_ms');
     }
+  }
+
+  /**
+   * With healthcheck.uri: one request there with the sink's headers, auth and TLS, healthy on 2xx.
+   * Without: a connection to the uri's host (DNS, TCP, the TLS handshake with the sink's TLS
+   * options) and no request, so the receiver gets no data and does nothing.
+   */
+  async healthcheck(signal: AbortSignal): Promise<HealthcheckResult | undefined> {
+    const check = this.options.healthcheck;
+    if (!check.enabled) return undefined;
+    const result = check.uri ? await this.requestCheck(check.uri, check.method, check.timeout_ms, signal) : await this.connectionCheck(check.timeout_ms, signal);
+    // One line: OpenSSL's messages end in a newline.
+    return { status: result.status, message: this.scrubber.scrub(result.message).replace(/\s+/g, ' ').trim() };
+  }
+
+  private async requestCheck(uri: string, method: string, timeoutMs: number, signal: AbortSignal): Promise<HealthcheckResult> {
+    const target = `${method} ${safeUrl(uri)}`;
+    // No body: the headers that describe one are left out, the rest (auth, the operator's headers) sent.
+    const headers = Object.fromEntries(Object.entries(this.headers).filter(([name]) => name !== 'content-type' && name !== 'content-encoding'));
+    const timeout = AbortSignal.timeout(timeoutMs);
+    try {
+      const response = await request(uri, { dispatcher: this.dispatcher, method, headers, signal: AbortSignal.any([signal, timeout]) });
+      const status = response.statusCode;
+      if (status >= 200 && status < 300) {
+        await response.body.dump();
+        return { status: 'ok', message: `${target} answered ${status}` };
+      }
+      const excerpt = await bodyExcerpt(response.body, this.scrubber);
+      const advice = adviceForStatus(status, response.headers.location);
+      return { status: 'failed', message: `${target} answered HTTP ${status}${excerpt ? `: ${excerpt}` : ''}${advice ? `; check ${advice}` : ''}` };
+    } catch (err) {
+      if (signal.aborted) return { status: 'failed', message: `${target}: stopped before the server answered` };
+      return failedCheck(target, networkFailure(timeout.aborted ? { name: 'TimeoutError' } : err, timeoutMs, 'healthcheck.timeout_ms'));
+    }
+  }
+
+  private async connectionCheck(timeoutMs: number, signal: AbortSignal): Promise<HealthcheckResult> {
+    const url = new URL(this.options.uri);
+    const tls = url.protocol === 'https:';
+    const what = `connection to ${url.origin}`;
+    const connect = buildConnector({ ...this.connectOptions, timeout: timeoutMs });
+    // The IPv6 literal of a URL is in brackets; the socket wants the address alone (as undici does).
+    const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    if (signal.aborted) return { status: 'failed', message: `${what}: stopped before it was made` };
+    const outcome = await new Promise<{ error: Error | null }>((resolve) => {
+      const onAbort = (): void => resolve({ error: null });
+      signal.addEventListener('abort', onAbort, { once: true });
+      connect({ hostname, host: url.host, protocol: url.protocol, port: url.port || (tls ? '443' : '80') }, (error, socket) => {
+        signal.removeEventListener('abort', onAbort);
+        socket?.destroy();
+        resolve({ error });
+      });
+    });
+    if (signal.aborted) return { status: 'failed', message: `${what}: stopped before it was made` };
+    if (outcome.error) return failedCheck(what, networkFailure(outcome.error, timeoutMs, 'healthcheck.timeout_ms'));
+    return { status: 'ok', message: `${what} accepted (TCP${tls ? ' and TLS' : ''}; no request sent: set healthcheck.uri to check a health endpoint)` };
   }
 
   private warnOnce(reason: string): void {
@@ -363,6 +445,7 @@ async function bodyExcerpt(body: Dispatcher.ResponseData['body'], scrubber: Secr
  */
 export function httpSecrets(options: HttpSinkOptions): string[] {
   const secrets = urlSecrets(options.uri);
+  if (options.healthcheck.uri) secrets.push(...urlSecrets(options.healthcheck.uri));
   if (options.auth?.strategy === 'bearer') secrets.push(options.auth.token);
   if (options.auth?.strategy === 'basic') {
     const pair = `${options.auth.user}:${options.auth.password}`;
@@ -408,6 +491,12 @@ function adviceForStatus(status: number, location: string | string[] | undefined
   return STATUS_ADVICE.get(status);
 }
 
+function failedCheck(what: string, verdict: Verdict): HealthcheckResult {
+  const reason = verdict.kind === 'ok' ? 'no error' : verdict.reason;
+  const advice = verdict.kind === 'destination' && verdict.advice ? `; check ${verdict.advice}` : '';
+  return { status: 'failed', message: `${what} failed: ${reason}${advice}` };
+}
+
 /** Network errors that need an operator (a name that does not resolve, TLS that cannot work) rather than patience. */
 const BLOCKING_NETWORK_CODES = new Set([
   'ENOTFOUND',
@@ -422,10 +511,10 @@ const BLOCKING_NETWORK_CODES = new Set([
 ]);
 
 /** A request that got no answer: the destination is unreachable, every record would fail the same way. */
-function networkFailure(err: unknown, timeoutMs: number): Verdict {
+function networkFailure(err: unknown, timeoutMs: number, setting: string): Verdict {
   const error = err as { name?: string; code?: string; message?: string };
   if (error.name === 'TimeoutError' || error.code === 'UND_ERR_HEADERS_TIMEOUT' || error.code === 'UND_ERR_BODY_TIMEOUT' || error.code === 'UND_ERR_CONNECT_TIMEOUT') {
-    return { kind: 'destination', reason: `no answer within request.timeout_ms (${timeoutMs} ms)`, advice: 'that the receiver is up and reachable from here' };
+    return { kind: 'destination', reason: `no answer within ${setting} (${timeoutMs} ms)`, advice: 'that the receiver is up and reachable from here' };
   }
   const cause = (err as { cause?: { code?: string; message?: string } }).cause;
   const code = cause?.code ?? error.code;

@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import { setMaxListeners } from 'node:events';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
-import { PutObjectCommand, S3Client, type PutObjectCommandInput, type StorageClass } from '@aws-sdk/client-s3';
+import { HeadBucketCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type PutObjectCommandInput, type StorageClass } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { z } from 'zod';
 import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
-import type { ComponentDefinition, Delivery, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
+import type { ComponentDefinition, Delivery, HealthcheckResult, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
 import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { documentBody, preparedGzip } from '../records/body.js';
 import { urlSecrets } from '../engine/secrets.js';
@@ -26,6 +26,8 @@ const PART_QUEUE_SIZE = 4;
 /** A dead endpoint should be noticed (and retried) well before a whole request_timeout_ms has passed. */
 const MAX_CONNECT_TIMEOUT_MS = 10_000;
 const FALLBACK_REGION = 'us-east-1';
+/** A start-up check waits at most this long (or request_timeout_ms when smaller): a dead endpoint must not hold the start. */
+const MAX_HEALTHCHECK_TIMEOUT_MS = 10_000;
 
 const STORAGE_CLASSES = [
   'STANDARD',
@@ -97,6 +99,18 @@ export const s3SinkSchema = z
       .default(30_000)
       .describe('One request (or one part) that takes longer than this is a failed attempt, retried (at most 10 minutes).'),
     retry: s3RetrySchema,
+    healthcheck: z
+      .object({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe(
+            'At start, send HeadBucket: a missing bucket, another region, refused credentials or an unreachable endpoint fail the check; a 403 (HeadBucket needs s3:ListBucket, which writing does not) is only a warning.',
+          ),
+      })
+      .strict()
+      .prefault({})
+      .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
   .strict()
   .superRefine((options, ctx) => {
@@ -246,6 +260,51 @@ function shorten(key: string): string {
 function errorKind(err: unknown): string {
   const e = (typeof err === 'object' && err !== null ? err : {}) as S3ErrorLike;
   return `${String(e.$metadata?.httpStatusCode ?? '')} ${String(e.name ?? 'Error')}`;
+}
+
+/**
+ * A HEAD answer has no body, so the SDK names a refused HeadBucket by its status only (`NotFound`,
+ * `Unknown`). This gives it the name a GET's body would have carried, for classifyS3Error: 404 is
+ * NoSuchBucket; 301/307, and a 400 naming another region in x-amz-bucket-region, are a redirect to
+ * that region. Other errors (no credentials, network, timeouts) are returned as they are.
+ */
+export function nameHeadBucketError(err: unknown, region: string): unknown {
+  const e = (typeof err === 'object' && err !== null ? err : { message: String(err) }) as S3ErrorLike;
+  const status = e.$metadata?.httpStatusCode;
+  if (typeof status !== 'number') return err;
+  const bucketRegion = e.$response?.headers?.['x-amz-bucket-region'];
+  const renamed = (name: string, message: string): S3ErrorLike => ({ ...e, name, message, Region: bucketRegion });
+  if (status === 404) return renamed('NoSuchBucket', 'HeadBucket: the bucket does not exist');
+  if (status === 301 || status === 307 || (status === 400 && bucketRegion && bucketRegion !== region)) {
+    return renamed('PermanentRedirect', 'HeadBucket: the bucket answers from another region');
+  }
+  return err;
+}
+
+/** A 403 whose name the HEAD answer could not carry: credentials and permission refusals look the same. */
+export function isBodiless403(err: unknown): boolean {
+  const e = (typeof err === 'object' && err !== null ? err : {}) as S3ErrorLike;
+  return e.$metadata?.httpStatusCode === 403 && !CREDENTIAL_NAMES.has(String(e.name));
+}
+
+/**
+ * What a failed start-up check of `bucket` means. AccessDenied is a warning: HeadBucket needs
+ * s3:ListBucket, which writing objects does not, so a writer's credentials may well be refused
+ * here and still deliver. Everything else fails, with the advice a delivery would get.
+ */
+export function headBucketResult(err: unknown, bucket: string, region: string): HealthcheckResult {
+  const name = typeof err === 'object' && err !== null ? String((err as S3ErrorLike).name) : '';
+  if (name === 'AccessDenied') {
+    return {
+      status: 'warning',
+      message: `HeadBucket on s3://${bucket} was refused (403 AccessDenied): it needs s3:ListBucket on arn:aws:s3:::${bucket}, which the sink does not need to write, so whether writes work is not known until the first upload`,
+    };
+  }
+  const verdict = classifyS3Error(err, bucket, '', region);
+  const found = verdict.kind === 'ok' ? 'no error' : verdict.reason;
+  const advice = verdict.kind === 'destination' && verdict.advice ? `; check ${verdict.advice}` : '';
+  // One line: OpenSSL's messages end in a newline.
+  return { status: 'failed', message: `HeadBucket on s3://${bucket} (region ${region}) failed: ${found}${advice}`.replace(/\s+/g, ' ').trim() };
 }
 
 /** The region when the options do not name one: the environment, then the SDK's profile, then us-east-1. */
@@ -448,6 +507,40 @@ class S3Sink implements Sink {
       key,
       reason,
     });
+  }
+
+  /**
+   * HeadBucket with the sink's client (its endpoint, region and credentials), bounded by
+   * request_timeout_ms or 10 s. A refused HEAD carries no error code, so on a 403 one listing
+   * request of no keys (a GET, whose refusal has a body) tells refused credentials
+   * (InvalidAccessKeyId, SignatureDoesNotMatch, ExpiredToken: failed) from a missing permission
+   * (AccessDenied: a warning).
+   */
+  async healthcheck(signal: AbortSignal): Promise<HealthcheckResult | undefined> {
+    if (!this.options.healthcheck.enabled) return undefined;
+    const { bucket } = this.options;
+    const timeoutMs = Math.min(this.options.request_timeout_ms, MAX_HEALTHCHECK_TIMEOUT_MS);
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const abortSignal = AbortSignal.any([signal, timeout]);
+    let failure: unknown;
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal });
+      return { status: 'ok', message: `bucket s3://${bucket} answers HeadBucket (region ${this.region})` };
+    } catch (err) {
+      failure = nameHeadBucketError(err, this.region);
+    }
+    if (isBodiless403(failure) && !abortSignal.aborted) {
+      try {
+        await this.client.send(new ListObjectsV2Command({ Bucket: bucket, MaxKeys: 0 }), { abortSignal });
+        // Listing works with these credentials: only HEAD was refused, by a policy; still a permission matter.
+        failure = { ...(failure as object), name: 'AccessDenied' };
+      } catch (err) {
+        failure = isBodiless403(err) ? { ...(err as object), name: 'AccessDenied' } : err;
+      }
+    }
+    if (signal.aborted) return { status: 'failed', message: `HeadBucket on s3://${bucket}: stopped before the store answered` };
+    if (timeout.aborted) failure = { name: 'TimeoutError', message: `HeadBucket got no answer within ${timeoutMs} ms` };
+    return headBucketResult(failure, bucket, this.region);
   }
 
   async close(): Promise<void> {

@@ -37,6 +37,7 @@ describe('s3 sink options', () => {
       multipart_threshold_bytes: 8 * 1024 * 1024,
       request_timeout_ms: 30_000,
       retry: { initial_backoff_ms: 100, max_backoff_ms: 20_000 },
+      healthcheck: { enabled: true },
     });
   });
 
