@@ -25,11 +25,83 @@ import { StatusReporter } from './status.js';
 import { parse as parseYaml } from 'yaml';
 
 /**
+ * 65 (EX_DATAERR): `run --once` finished, but records of this run went to the dead letters.
  * 69 (EX_UNAVAILABLE): a destination failed its health check (`run --require-healthy`,
- * `validate --check-destinations`). 74 (EX_IOERR): `run --once` read everything it could, but an input could not be read or a
- * checkpoint could not be saved. 75 (EX_TEMPFAIL): another logferry holds the data_dir lock.
+ * `validate --check-destinations`).
+ * 74 (EX_IOERR): `run --once` read everything it could, but an input could not be read or a
+ * checkpoint could not be saved. 75 (EX_TEMPFAIL): `run --once` ended with records held for the
+ * next run (a destination still failing at --max-wait, or a stop whose shutdown_timeout ran out),
+ * or another logferry holds the data_dir lock: trying again later is the fix in both cases.
  */
-export const EXIT = { ok: 0, runtime: 1, usage: 2, unavailable: 69, io: 74, locked: 75, config: 78 } as const;
+export const EXIT = { ok: 0, runtime: 1, usage: 2, deadLetters: 65, unavailable: 69, io: 74, held: 75, locked: 75, config: 78 } as const;
+
+/** `--max-wait` when not given: a minute of a failing destination ends a `--once` run with 75. */
+export const DEFAULT_MAX_WAIT_S = 60;
+/** Longest `--max-wait`: a week, as for `retry.max_duration_s`. */
+export const MAX_MAX_WAIT_S = 7 * 24 * 3600;
+
+/** What the end of a run says about its exit code (runExitCode). */
+export interface RunOutcome {
+  once: boolean;
+  /** Sinks `--max-wait` gave up on, with their last reason. */
+  heldBy: readonly { sink: string; reason?: string }[];
+  /** Records left unacknowledged when the run ended (the next run reads them again). */
+  abandoned: number;
+  problems: readonly { code: 'LF_INPUT_UNREADABLE' | 'LF_CHECKPOINT_FAILED'; message: string }[];
+  /** Dead letters written by this run (older ones do not count). */
+  deadLetters: number;
+}
+
+/** The exit code, and the last log line that explains it (none for 0). */
+export interface RunExit {
+  code: number;
+  errorCode?: 'LF_DESTINATION_HELD' | 'LF_INPUT_UNREADABLE' | 'LF_CHECKPOINT_FAILED' | 'LF_RUN_HAD_DEAD_LETTERS';
+  message?: string;
+}
+
+/**
+ * The exit code of a run that ended without an internal failure (those throw: exit 1). When
+ * several apply, the one that needs acting on first wins: 75 (records are still to be sent: run
+ * again once the destination answers) over 74 (an input or a checkpoint could not be read or
+ * saved) over 65 (records were refused for good and are in the dead letters). The log says every
+ * one of them anyway. A follow-mode run (without --once) exits 0, or 74 when its final
+ * checkpoint could not be saved: it ends on a stop request, and its dead letters and held records
+ * are the normal course of a long run.
+ */
+export function runExitCode(outcome: RunOutcome): RunExit {
+  const problems = outcome.problems.filter((p) => outcome.once || p.code === 'LF_CHECKPOINT_FAILED');
+  if (outcome.once && (outcome.heldBy.length > 0 || outcome.abandoned > 0)) {
+    const why =
+      outcome.heldBy.length > 0
+        ? `${outcome.heldBy.map((s) => `sink ${s.sink} was still failing${s.reason ? ` (${s.reason})` : ''}`).join('; ')} when --max-wait ran out`
+        : 'the run was stopped before its records were delivered';
+    return {
+      code: EXIT.held,
+      errorCode: 'LF_DESTINATION_HELD',
+      message: `${why}: ${outcome.abandoned} records were not acknowledged and the next run sends them`,
+    };
+  }
+  if (problems.length > 0) {
+    return { code: EXIT.io, errorCode: problems[0]!.code, message: problems.map((p) => p.message).join('; ') };
+  }
+  if (outcome.once && outcome.deadLetters > 0) {
+    return {
+      code: EXIT.deadLetters,
+      errorCode: 'LF_RUN_HAD_DEAD_LETTERS',
+      message: `${outcome.deadLetters} records of this run went to the dead letters`,
+    };
+  }
+  return { code: EXIT.ok };
+}
+
+/** `--max-wait SECONDS`: a positive number of seconds, at most MAX_MAX_WAIT_S. */
+export function parseMaxWait(text: string): number {
+  const seconds = Number(text);
+  if (text.trim() === '' || !Number.isFinite(seconds) || seconds <= 0 || seconds > MAX_MAX_WAIT_S) {
+    throw new UsageError(`--max-wait must be a number of seconds above 0 and at most ${MAX_MAX_WAIT_S} (7 days), got "${text}"`);
+  }
+  return seconds;
+}
 
 /**
  * The secrets of the loaded pipeline (filled once its file is read): every log line and the
@@ -47,8 +119,9 @@ const scrub = (text: string): string => scrubber.scrub(text);
 const HELP = `logferry: ships job history and audit events, one JSON document per job, with end-to-end acknowledgement.
 
 Usage:
-  logferry run -c FILE [--once]        run the pipeline (--once: read every input to its end, drain, exit)
-      [--require-healthy]              exit 69 at start when a destination fails its health check
+  logferry run -c FILE [--once [--max-wait S]] [--require-healthy]
+                                       run the pipeline (--once: read every input to its end, drain, exit;
+                                       --require-healthy: exit 69 at start when a destination fails its health check)
   logferry validate -c FILE            check the pipeline file and exit (78 on errors)
       [--check-destinations]           also build the sinks and run their health checks (69 when one fails)
   logferry schema [-c FILE]            print the JSON Schema of pipeline files (for editors; -c adds its plugins' types)
@@ -62,15 +135,19 @@ Usage:
 Options:
   -c, --config FILE      pipeline YAML
       --once             batch mode for run
+      --max-wait S       with --once: give up on a destination failing for S seconds (default 60);
+                         its records are left for the next run, which exits 75
       --log-format F     text (default) or json
       --log-level L      debug, info (default), warn, error
   -h, --help             this help
   -v, --version          the version
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage error, 69 a destination failed its health check
-(run --require-healthy, validate --check-destinations), 74 I/O failure (run --once could not read an
-input; run could not save its final checkpoint, or its output pipe closed), 75 data_dir locked by
-another logferry, 78 config error.
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 65 run --once finished but records of this run
+went to the dead letters, 69 a destination failed its health check (run --require-healthy,
+validate --check-destinations), 74 I/O failure (run --once could not read an input; run could not
+save its final checkpoint, or its output pipe closed), 75 run --once left records for the next run
+(a destination still failing at --max-wait, or stopped before they were delivered) or data_dir
+locked by another logferry, 78 config error. When several apply: 75, then 74, then 65.
 `;
 
 interface CliOptions {
@@ -78,6 +155,8 @@ interface CliOptions {
   once: boolean;
   requireHealthy: boolean;
   checkDestinations: boolean;
+  /** `--max-wait`, in seconds; undefined when not given. */
+  maxWaitS?: number;
   json: boolean;
   all: boolean;
   logFormat: LogFormat;
@@ -96,6 +175,7 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
         once: { type: 'boolean', default: false },
         'require-healthy': { type: 'boolean', default: false },
         'check-destinations': { type: 'boolean', default: false },
+        'max-wait': { type: 'string' },
         json: { type: 'boolean', default: false },
         all: { type: 'boolean', default: false },
         'log-format': { type: 'string', default: 'text' },
@@ -114,9 +194,15 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel ?? '')) {
     throw new UsageError(`--log-level must be debug, info, warn or error, got "${logLevel}"`);
   }
+  const maxWait = v['max-wait'];
+  const once = v.once ?? false;
+  if (maxWait !== undefined && !once) {
+    throw new UsageError('--max-wait applies to run --once only: a run without --once holds the records of a failing destination for as long as it fails');
+  }
   return {
     config: v.config,
-    once: v.once ?? false,
+    once,
+    maxWaitS: maxWait === undefined ? undefined : parseMaxWait(maxWait),
     requireHealthy: v['require-healthy'] ?? false,
     checkDestinations: v['check-destinations'] ?? false,
     json: v.json ?? false,
@@ -172,7 +258,8 @@ async function runLocked(
   log: Logger,
   setReporter: (reporter: StatusReporter) => void,
 ): Promise<number> {
-  const pipeline = new Pipeline(config, { once: options.once, log, scrubber });
+  const maxWaitMs = options.once ? (options.maxWaitS ?? DEFAULT_MAX_WAIT_S) * 1000 : undefined;
+  const pipeline = new Pipeline(config, { once: options.once, log, scrubber, maxWaitMs });
   try {
     await pipeline.build();
   } catch (err) {
@@ -188,7 +275,10 @@ async function runLocked(
     log.error(`exit ${EXIT.unavailable}: the health check of ${failed.join(', ')} failed (--require-healthy); nothing was read`, { code: 'LF_HEALTHCHECK_FAILED' });
     return EXIT.unavailable;
   }
-  const reporter = new StatusReporter(pipeline, log, config.statusIntervalMs, process.stderr.isTTY === true && options.logFormat === 'text');
+  const reporter = new StatusReporter(pipeline, log, config.statusIntervalMs, {
+    tty: process.stderr.isTTY === true && options.logFormat === 'text',
+    format: options.logFormat,
+  });
   setReporter(reporter);
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -209,19 +299,26 @@ async function runLocked(
   try {
     const summary = await pipeline.run();
     reporter.stop();
-    log.info(`done: ${reporter.summary()}`, { abandoned: summary.abandoned || undefined });
+    log.info(`done: ${reporter.summary()}`, { abandoned: summary.abandoned || undefined, ...reporter.summaryFields() });
     if (pipeline.metrics.deadLetters > 0) {
       const dir = relative(process.cwd(), DeadLetterWriter.dirFor(config.dataDir));
       log.warn(`${pipeline.metrics.deadLetters} dead letters in ${dir}/: see them with logferry dead-letter list -c ${file}`);
     }
-    // A final checkpoint that could not be saved is reported in any mode; an unreadable input only
-    // by --once (a follow run retries it at each scan and says so in its log).
-    const problems = summary.problems.filter((p) => options.once || p.code === 'LF_CHECKPOINT_FAILED');
-    if (problems.length > 0) {
-      log.error(`exit ${EXIT.io}: ${problems.map((p) => p.message).join('; ')}`, { code: problems[0]!.code });
-      return EXIT.io;
+    // A final checkpoint that could not be saved is reported in any mode; an unreadable input, held
+    // records and dead letters only by --once (a follow run says so in its log as they happen).
+    const exit = runExitCode({
+      once: options.once,
+      heldBy: summary.heldBy,
+      abandoned: summary.abandoned,
+      problems: summary.problems,
+      deadLetters: pipeline.metrics.deadLetters,
+    });
+    if (exit.message !== undefined) {
+      const line = `exit ${exit.code}: ${exit.message}`;
+      if (exit.code === EXIT.deadLetters) log.warn(line, { code: exit.errorCode });
+      else log.error(line, { code: exit.errorCode });
     }
-    return EXIT.ok;
+    return exit.code;
   } finally {
     reporter.stop();
     process.off('SIGINT', onSignal);

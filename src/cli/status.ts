@@ -1,5 +1,6 @@
 import type { Pipeline } from '../engine/pipeline.js';
-import type { Logger } from '../engine/logger.js';
+import type { LogFields, LogFormat, Logger } from '../engine/logger.js';
+import type { SinkStatus } from '../engine/sink-state.js';
 
 const MiB = 1024 * 1024;
 
@@ -8,6 +9,66 @@ export function formatBytes(bytes: number): string {
   if (bytes < MiB) return `${(bytes / 1024).toFixed(1)} KiB`;
   if (bytes < 1024 * MiB) return `${(bytes / MiB).toFixed(1)} MiB`;
   return `${(bytes / 1024 / MiB).toFixed(2)} GiB`;
+}
+
+/** `12:03:04` (local time) when `ms` is within the last day, else `2026-12-04 12:03:04`. */
+export function formatSince(ms: number, now = Date.now()): string {
+  const d = new Date(ms);
+  const pad = (n: number): string => String(n).padStart(2, '0');
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  if (now - ms < 24 * 3600_000) return time;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${time}`;
+}
+
+/** The sinks that are not healthy, in the order of the pipeline file. */
+function failing(states: readonly SinkStatus[]): SinkStatus[] {
+  return states.filter((s) => s.state !== 'healthy');
+}
+
+/** `s3=blocked(403 AccessDenied) since 12:03:04, http=retrying(503 Service Unavailable) since 12:04:00`, for the status line. */
+export function describeSinks(states: readonly SinkStatus[], now = Date.now()): string {
+  return failing(states)
+    .map((s) => `${s.sink}=${s.state}${s.reason ? `(${s.reason})` : ''} since ${formatSince(s.sinceMs, now)}`)
+    .join(', ');
+}
+
+/**
+ * For the final summary: each sink that was not healthy when the run ended. Its probes have
+ * stopped by then, so it says `failing` rather than `retrying`.
+ */
+export function describeSinksAtEnd(states: readonly SinkStatus[], now = Date.now()): string {
+  return failing(states)
+    .map(
+      (s) =>
+        `sink ${s.sink} ${s.state === 'blocked' ? 'blocked' : 'failing'} since ${formatSince(s.sinceMs, now)}${s.reason ? ` (${s.reason})` : ''}, ` +
+        `${s.pendingRecords} records held for the next run`,
+    )
+    .join('; ');
+}
+
+/** The sinks that are not healthy as JSON log fields, with times in ISO 8601. */
+export function sinkFields(states: readonly SinkStatus[]): Record<string, unknown>[] {
+  return failing(states).map((s) => ({
+    sink: s.sink,
+    state: s.state,
+    reason: s.reason,
+    advice: s.advice,
+    since: new Date(s.sinceMs).toISOString(),
+    failed_attempts: s.failedAttempts,
+    held_records: s.pendingRecords,
+  }));
+}
+
+/** Records the failing sinks hold (handed to them, without an answer yet). */
+function heldRecords(states: readonly SinkStatus[]): number {
+  return failing(states).reduce((sum, s) => sum + s.pendingRecords, 0);
+}
+
+export interface StatusReporterOptions {
+  /** Redraw a live line on stderr (a terminal, text logs). */
+  tty: boolean;
+  /** With `json`, sink states are log fields (an array of objects); with `text`, one readable string. */
+  format: LogFormat;
 }
 
 /**
@@ -26,13 +87,13 @@ export class StatusReporter {
     private readonly pipeline: Pipeline,
     private readonly log: Logger,
     private readonly intervalMs: number,
-    private readonly tty: boolean,
+    private readonly options: StatusReporterOptions,
   ) {}
 
   start(): void {
     this.timer = setInterval(() => this.report(), this.intervalMs);
     this.timer.unref();
-    if (this.tty) {
+    if (this.options.tty) {
       this.liveTimer = setInterval(() => this.drawLive(), 1000);
       this.liveTimer.unref();
     }
@@ -69,13 +130,23 @@ export class StatusReporter {
     };
   }
 
+  /** The sink fields of the status line: none while every sink is healthy. */
+  private sinkStatusFields(states: readonly SinkStatus[]): LogFields {
+    if (failing(states).length === 0) return {};
+    const sinks = this.options.format === 'json' ? sinkFields(states) : describeSinks(states);
+    return { held_records: heldRecords(states), sinks };
+  }
+
   private report(): void {
-    this.log.info('status', this.figures());
+    this.log.info('status', { ...this.figures(), ...this.sinkStatusFields(this.pipeline.sinkStates()) });
   }
 
   private drawLive(): void {
     const f = this.figures();
-    const line = `in ${f.records_in} · out ${f.records_out} · ${f.mib_per_s} MiB/s · dead letters ${f.dead_letters} · behind ${formatBytes(Number(f.bytes_behind))}`;
+    const states = this.pipeline.sinkStates();
+    const down = failing(states).map((s) => `${s.sink} ${s.state} since ${formatSince(s.sinceMs)}`);
+    const sinks = down.length > 0 ? ` · ${down.join(', ')} (${heldRecords(states)} held)` : '';
+    const line = `in ${f.records_in} · out ${f.records_out} · ${f.mib_per_s} MiB/s · dead letters ${f.dead_letters} · behind ${formatBytes(Number(f.bytes_behind))}${sinks}`;
     process.stderr.write(`\r\x1b[2K${line}`);
     this.liveShown = true;
   }
@@ -84,9 +155,17 @@ export class StatusReporter {
     const m = this.pipeline.metrics;
     const seconds = (Date.now() - this.startedAt) / 1000;
     const mibs = m.bytesIn / MiB / Math.max(seconds, 0.001);
+    const sinks = describeSinksAtEnd(this.pipeline.sinkStates());
     return (
       `${m.recordsIn} records in (${formatBytes(m.bytesIn)}, ${mibs.toFixed(1)} MiB/s), ${m.recordsOut} delivered, ` +
-      `${m.deadLetters} dead letters, ${m.skipped} skipped, in ${seconds.toFixed(1)} s`
+      `${m.deadLetters} dead letters, ${m.skipped} skipped, in ${seconds.toFixed(1)} s${sinks ? `; ${sinks}` : ''}`
     );
+  }
+
+  /** The final summary's fields: the sinks that were not healthy at the end, for JSON logs (the text line names them already). */
+  summaryFields(): LogFields {
+    if (this.options.format !== 'json') return {};
+    const sinks = sinkFields(this.pipeline.sinkStates());
+    return sinks.length > 0 ? { sinks } : {};
   }
 }

@@ -348,7 +348,7 @@ export class Pipeline {
         if (now.state === 'healthy') return;
         this.heldBy.push(now);
         this.log.error(
-          `sink ${id} has been failing for ${Math.round(maxWaitMs / 1000)} s (--max-wait); giving up: its ${now.pendingRecords} records are not acknowledged and the next run sends them`,
+          `sink ${id} has been failing for ${maxWaitMs / 1000} s (--max-wait); giving up: its ${now.pendingRecords} records are not acknowledged and the next run sends them`,
           { code: 'LF_DESTINATION_HELD', sink: id, state: now.state, reason: now.reason },
         );
         this.endNow(`sink ${id} still failing after --max-wait`);

@@ -239,7 +239,7 @@ describe('a closed pipe', () => {
     await writeFile(join(logs, 'bad.ndjson'), '{"not":"a record"}\n'.repeat(4000));
     const file = await writePipeline(dir, standardPipeline({ dataDir: data, include: join(logs, '*.ndjson'), out }));
     const run = await runCli(['run', '--once', '-c', file], { cwd: dir, timeoutMs: 120_000 });
-    expect(run.code, run.stderr).toBe(0);
+    expect(run.code, run.stderr).toBe(65);
 
     const child = spawn(process.execPath, [CLI, 'dead-letter', 'list', '--json', '-c', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
@@ -287,7 +287,7 @@ describe('read-only commands', () => {
     );
     const key = { LOGFERRY_HASH_KEY: 'a-secret-of-at-least-16-characters' };
     const run = await runCli(['run', '--once', '-c', file], { cwd: dir, env: key, timeoutMs: 120_000 });
-    expect(run.code, run.stderr).toBe(0);
+    expect(run.code, run.stderr).toBe(65);
     const validate = await runCli(['validate', '-c', file], { cwd: dir, env: { LOGFERRY_HASH_KEY: '' } });
     expect(validate.code, validate.stderr).toBe(78);
     const list = await runCli(['dead-letter', 'list', '-c', file], { cwd: dir, env: { LOGFERRY_HASH_KEY: '' } });

@@ -82,7 +82,7 @@ describe.each([
 
     const result = await runCli(['run', '-c', config, '--once'], { cwd: dir, timeoutMs: 90_000 });
     expect(result.stderr).not.toContain('Maximum call stack');
-    expect(result.code, result.stderr).toBe(0);
+    expect(result.code, result.stderr).toBe(65);
     for (const id of [9_100_001, 9_100_003, 9_100_005, 9_100_006, 9_100_007, 9_100_008]) {
       expect(existsSync(join(dir, 'out', jobKey(id))), `job ${id}`).toBe(true);
     }
@@ -115,7 +115,7 @@ describe('max_depth', () => {
     await writeFile(join(dir, 'logs', 'jobs.ndjson'), [deepJob(9_200_001, 7), deepJob(9_200_002, 8), JSON.stringify(makeJob(9_200_003))].join('\n') + '\n');
     const config = await writePipeline(dir, pipelineYaml(dir, false, '    max_depth: 8\n'));
     const result = await runCli(['run', '-c', config, '--once'], { cwd: dir });
-    expect(result.code, result.stderr).toBe(0);
+    expect(result.code, result.stderr).toBe(65);
     expect(existsSync(join(dir, 'out', jobKey(9_200_001)))).toBe(true);
     expect(existsSync(join(dir, 'out', jobKey(9_200_003)))).toBe(true);
     const entries = await deadLetters(dir);

@@ -125,7 +125,7 @@ describe('full disk', () => {
 
       await disk.makeRoom(run.child.pid);
       const result = await run.exited;
-      expect(result.code, result.stderr).toBe(0);
+      expect(result.code, result.stderr).toBe(65);
     } finally {
       run.child.kill('SIGKILL');
     }
@@ -171,7 +171,7 @@ describe('full disk', () => {
       for (const status of statuses().slice(seen)) expect(status.in_flight).toBeLessThanOrEqual(65);
       await disk.makeRoom(run.child.pid);
       const result = await run.exited;
-      expect(result.code, result.stderr).toBe(0);
+      expect(result.code, result.stderr).toBe(65);
     } finally {
       run.child.kill('SIGKILL');
     }
@@ -215,7 +215,7 @@ describe('full disk', () => {
     // The restart runs without the limit.
     await disk.makeRoom(undefined);
     const again = await runCli(['run', '-c', config, '--once'], { cwd: dir });
-    expect(again.code, again.stderr).toBe(0);
+    expect(again.code, again.stderr).toBe(65);
     const { entries } = await deadLetterFile(dataDir);
     expect(entries.map((e) => e.offset)).toEqual(starts);
     expect(await savedOffset(dataDir)).toBe(length);
@@ -230,7 +230,7 @@ describe('full disk', () => {
     await writeFile(log, 'bad one\nbad two\n' + JSON.stringify(makeJob(8_100_001)) + '\n');
     const config = await writePipeline(dir, standardPipeline({ dataDir, include: join(logs, '*.ndjson'), out: join(dir, 'out') }));
     const first = await runCli(['run', '-c', config, '--once'], { cwd: dir });
-    expect(first.code, first.stderr).toBe(0);
+    expect(first.code, first.stderr).toBe(65);
 
     // A third bad line arrives; the process appending its dead letter is killed halfway through the
     // write, before the checkpoint moved past the line. That leaves half an entry at the end.
@@ -243,7 +243,7 @@ describe('full disk', () => {
     expect(before.stdout.trim().split('\n')).toHaveLength(2);
 
     const second = await runCli(['run', '-c', config, '--once'], { cwd: dir });
-    expect(second.code, second.stderr).toBe(0);
+    expect(second.code, second.stderr).toBe(65);
     expect(second.stderr).toContain('cut off a torn last dead letter');
     const text = await readFile(deadLetters, 'utf8');
     expect(text).not.toContain(fragment);

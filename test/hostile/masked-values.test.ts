@@ -132,7 +132,7 @@ describe('masked values never leave the input file', () => {
       for (const format of ['text', 'json']) {
         await rm(join(dir, 'data'), { recursive: true, force: true });
         const result = await runCli(['run', '-c', config, '--once', '--log-format', format, '--log-level', 'debug'], { cwd: dir });
-        expect(result.code, result.stderr).toBe(0);
+        expect(result.code, result.stderr).toBe(65);
         expectNoSecret(`stdout/stderr (${format})`, result.stdout + result.stderr);
       }
 
@@ -199,7 +199,7 @@ describe('masked values never leave the input file', () => {
     await writeFile(input, `{"stray": "quote"" }\n${torn}`);
     const receiver = await echoingReceiver();
     const config = await writePipeline(dir, pipeline(dir, receiver.url, false));
-    expect((await runCli(['run', '-c', config, '--once'], { cwd: dir })).code).toBe(0);
+    expect((await runCli(['run', '-c', config, '--once'], { cwd: dir })).code).toBe(65);
 
     const all = await runCli(['dead-letter', 'show', '-c', config, '--all'], { cwd: dir });
     expect(all.code, all.stderr).toBe(0);
@@ -224,7 +224,7 @@ describe('masked values never leave the input file', () => {
     // With keep_text the text is kept (the documented risk).
     await writeFile(input, `{"stray": "quote"" }\n`);
     const keeping = await writePipeline(dir, pipeline(dir, receiver.url, false, true).replace(join(dir, 'data'), join(dir, 'data2')));
-    expect((await runCli(['run', '-c', keeping, '--once'], { cwd: dir })).code).toBe(0);
+    expect((await runCli(['run', '-c', keeping, '--once'], { cwd: dir })).code).toBe(65);
     const kept = await runCli(['dead-letter', 'list', '-c', keeping, '--json'], { cwd: dir });
     expect((JSON.parse(kept.stdout.trim()) as DeadLetterEntry).text).toBe('{"stray": "quote"" }');
   }, 180_000);

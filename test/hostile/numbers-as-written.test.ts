@@ -53,7 +53,7 @@ describe.each([
     await writeFile(join(dir, 'logs', 'n.ndjson'), lines.join('\n') + '\n');
     const config = await writePipeline(dir, pipelineYaml(dir, pool));
     const result = await runCli(['run', '-c', config, '--once'], { cwd: dir });
-    expect(result.code, result.stderr).toBe(0);
+    expect(result.code, result.stderr).toBe(65);
 
     const keys = [...(await readTree(join(dir, 'out'))).keys()].sort();
     const activity = keys.filter((k) => k.includes('/activity/'));

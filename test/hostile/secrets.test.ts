@@ -110,7 +110,7 @@ describe('credentials echoed by a destination', () => {
       await rm(dataDir, { recursive: true, force: true });
       const config = await writePipeline(dir, pipelineYaml(dir, server.url, dataDir));
       const result = await runCli(['run', '-c', config, '--once', '--log-format', format, '--log-level', 'debug'], { cwd: dir });
-      expect(result.code, result.stderr).toBe(0);
+      expect(result.code, result.stderr).toBe(65);
       const output = result.stdout + result.stderr;
       expectNoSecret(`stdout/stderr (${format})`, output);
       // The echo was logged (on the 503 retries) and scrubbed, for every sink.

@@ -54,7 +54,7 @@ describe.each([
   ['inline', false],
   ['on the pool', true],
 ])('a transform that throws on chosen records (%s)', (_name, pool) => {
-  it('dead-letters exactly those records with the reason, delivers the rest, moves the checkpoint past all, exits 0', async () => {
+  it('dead-letters exactly those records with the reason, delivers the rest, moves the checkpoint past all, exits 65 (its dead letters)', async () => {
     const dir = await scratch(cleanup);
     await mkdir(join(dir, 'logs'));
     // On the pool run every other line is above threshold_bytes, so both paths take failures.
@@ -76,7 +76,7 @@ describe.each([
     const config = await writePipeline(dir, pipelineYaml(dir, pool));
 
     const result = await runCli(['run', '-c', config, '--once'], { cwd: dir, timeoutMs: 90_000 });
-    expect(result.code, result.stderr).toBe(0);
+    expect(result.code, result.stderr).toBe(65);
     expect(result.stderr).not.toMatch(/unhandled|LF_POOL_FAILED|LF_SINK_FAILED|(source|sink) \w+ failed|record pool failed/i);
 
     const entries = (await readFile(join(dir, 'data', 'dead_letter', 'dead-letters.ndjson'), 'utf8'))

@@ -48,7 +48,7 @@ describe('bad input', () => {
     );
     const config = await writePipeline(dir, yaml);
     const result = await runCli(['run', '-c', config, '--once'], { cwd: dir });
-    expect(result.code).toBe(0);
+    expect(result.code).toBe(65);
     for (let id = 7_000_001; id <= 7_000_008; id++) expect(existsSync(join(out, jobKey(id))), `job ${id}`).toBe(true);
 
     const listed = await runCli(['dead-letter', 'list', '-c', config, '--json'], { cwd: dir });
@@ -97,7 +97,7 @@ describe('bad input', () => {
     );
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out }));
     const result = await runCli(['run', '-c', config, '--once'], { cwd: dir });
-    expect(result.code).toBe(0);
+    expect(result.code).toBe(65);
     expect(result.stderr).toMatch(/3 dead letters/);
     expect(existsSync(join(dir, 'escape'))).toBe(false);
     const listed = await runCli(['dead-letter', 'list', '-c', config, '--json'], { cwd: dir });

@@ -107,7 +107,7 @@ describe('http sink, end to end through the CLI', () => {
     });
     const config = await writePipeline(dir, yaml);
     const result = await runCli(['run', '-c', config, '--once', '--log-level', 'debug'], { cwd: dir, env: { SINK_TOKEN: token } });
-    expect(result.code).toBe(0);
+    expect(result.code).toBe(65);
     expect(receiver.requests.length).toBeGreaterThan(0);
     expect(receiver.requests[0]!.headers.authorization).toBe(`Bearer ${token}`);
     expect(result.stderr).toContain('gave up');
