@@ -27,6 +27,18 @@ const PART_QUEUE_SIZE = 4;
 const MAX_CONNECT_TIMEOUT_MS = 10_000;
 const FALLBACK_REGION = 'us-east-1';
 
+/**
+ * The SDK's default credential chain reads the shared files (~/.aws/credentials and config)
+ * through a per-process cache that keeps the first answer, a missing file included: a credentials
+ * file written after logferry started would never be seen, and the sink would stay blocked until a
+ * restart. The client passes its config to the chain, and `ignoreCache` makes the ini provider read
+ * the files again on each run of the chain. The chain only runs again while it has found nothing
+ * (the SDK memoizes found credentials until their expiry), so this costs one file read per probe
+ * of a sink that has no credentials, and nothing once it has them. It is spread into the config
+ * because it is an option of the chain (DefaultProviderInit), not of the client's type.
+ */
+const REREAD_SHARED_FILES_UNTIL_FOUND = { ignoreCache: true };
+
 const STORAGE_CLASSES = [
   'STANDARD',
   'REDUCED_REDUNDANCY',
@@ -294,6 +306,7 @@ class S3Sink implements Sink {
     this.partSize = Math.max(MIN_PART_BYTES, options.multipart_threshold_bytes);
     const agent = { keepAlive: true, maxSockets: options.concurrency * PART_QUEUE_SIZE };
     this.client = new S3Client({
+      ...REREAD_SHARED_FILES_UNTIL_FOUND,
       region,
       endpoint: options.endpoint,
       forcePathStyle: options.force_path_style,

@@ -2,8 +2,8 @@ import { gzipSync } from 'node:zlib';
 import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import type { ComponentContext, ComponentDefinition, Delivery, Sink } from '../../src/engine/types.js';
-import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retryDefaults, retryUntilFinal, settleAll, type Verdict } from '../../src/sinks/delivery.js';
+import type { ComponentDefinition, Delivery, Sink, SinkContext } from '../../src/engine/types.js';
+import { ConcurrencyLimit, parseRetryAfter, retryDefaults, retryUntilFinal, settleAll, statusFailureClass, type Verdict } from '../../src/sinks/delivery.js';
 import {
   driveSink,
   faultPlans,
@@ -42,15 +42,16 @@ type ReferenceOptions = z.output<typeof referenceSchema>;
 
 /**
  * The smallest correct HTTP sink: one JSON document per POST, acknowledged once a 2xx answer has
- * been read, retried on 408/429/5xx and network errors, rejected on any other status. `ackFirst`
- * breaks it on purpose: it acknowledges before sending.
+ * been read, rejected on an answer about its body (400, 413, 422), held and retried on anything
+ * else (the destination fails for every record). `ackFirst` breaks it on purpose: it acknowledges
+ * before sending.
  */
 class ReferenceHttpSink implements Sink {
   private readonly agent = new Agent();
 
   constructor(
     private readonly options: ReferenceOptions,
-    private readonly ctx: ComponentContext,
+    private readonly ctx: SinkContext,
     private readonly ackFirst = false,
   ) {}
 
@@ -67,6 +68,7 @@ class ReferenceHttpSink implements Sink {
       // A short ceiling: the cases' throttling would otherwise grow the backoff past their time limits.
       retry: retryDefaults({ initial_backoff_ms: this.options.initial_backoff_ms, max_backoff_ms: 1000 }),
       signal: this.ctx.signal,
+      state: this.ctx.state,
     });
     if (verdict !== 'aborted' && !this.ackFirst) settleAll([delivery], verdict);
   }
@@ -84,10 +86,11 @@ class ReferenceHttpSink implements Sink {
       const text = await res.body.text();
       if (res.statusCode >= 200 && res.statusCode < 300) return { kind: 'ok' };
       const reason = `HTTP ${res.statusCode}: ${text.slice(0, 200)}`;
-      if (isRetryableStatus(res.statusCode)) return { kind: 'retry', reason, afterMs: parseRetryAfter(res.headers['retry-after']) };
-      return { kind: 'permanent', reason };
+      const failure = statusFailureClass(res.statusCode);
+      if (failure === 'record') return { kind: 'record', reason };
+      return { kind: 'destination', reason, blocked: failure === 'blocked', afterMs: parseRetryAfter(res.headers['retry-after']) };
     } catch (err) {
-      return { kind: 'retry', reason: (err as Error).message };
+      return { kind: 'destination', reason: (err as Error).message };
     }
   }
 
