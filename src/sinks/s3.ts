@@ -203,6 +203,9 @@ const EXPLAINERS: readonly [(name: string, status: number) => boolean, Explainer
   [(n) => n === 'EntityTooLarge', () => ({ record: true, advice: 'the object is larger than the store accepts in one request: lower multipart_threshold_bytes' })],
   [(n) => RECORD_LEVEL_NAMES.has(n), ({ message }) => ({ record: true, advice: message || 'the store refused this object' })],
   [(_n, status) => status === 404, ({ message }) => ({ advice: `bucket, endpoint and force_path_style${message ? ` (${message})` : ''}` })],
+  // The 400s about the credentials, region, bucket or options are named above; any other 400 is
+  // about this request (MalformedXML, IncompleteBody, a proxy's refusal of the body), as for HTTP.
+  [(_n, status) => status === 400, ({ message }) => ({ record: true, advice: message || 'the store refused this object (400 Bad Request)' })],
 ];
 
 /**

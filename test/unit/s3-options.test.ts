@@ -36,7 +36,7 @@ describe('s3 sink options', () => {
       concurrency: 32,
       multipart_threshold_bytes: 8 * 1024 * 1024,
       request_timeout_ms: 30_000,
-      retry: { initial_backoff_ms: 100, max_backoff_ms: 20_000, max_duration_s: 600 },
+      retry: { initial_backoff_ms: 100, max_backoff_ms: 20_000 },
     });
   });
 
@@ -122,86 +122,97 @@ sinks:
 
 describe('classifyS3Error', () => {
   const classify = (err: unknown) => classifyS3Error(err, 'logs-bucket', 'logs/4848/job.json', 'eu-central-1');
+  const reasonAndAdvice = (verdict: ReturnType<typeof classify>): string =>
+    verdict.kind === 'destination' ? `${verdict.reason} | ${verdict.advice ?? ''}` : verdict.kind === 'record' ? verdict.reason : '';
 
-  it('retries throttling and server errors, honouring Retry-After', () => {
-    expect(classify(s3Error(503, 'SlowDown', 'Please reduce your request rate.', { 'retry-after': '2' }))).toEqual({
-      kind: 'retry',
+  it('holds records through throttling and server errors (retrying, not blocked), honouring Retry-After', () => {
+    expect(classify(s3Error(503, 'SlowDown', 'Please reduce your request rate.', { 'retry-after': '2' }))).toMatchObject({
+      kind: 'destination',
       reason: '503 SlowDown: Please reduce your request rate.',
       afterMs: 2000,
     });
-    expect(classify(s3Error(500, 'InternalError', 'We encountered an internal error.'))).toMatchObject({ kind: 'retry', afterMs: undefined });
-    expect(classify(s3Error(429, 'TooManyRequests'))).toMatchObject({ kind: 'retry' });
-    expect(classify(s3Error(408, 'RequestTimeout'))).toMatchObject({ kind: 'retry' });
-    expect(classify(s3Error(400, 'RequestTimeout', 'Your socket connection to the server was not read from or written to'))).toMatchObject({
-      kind: 'retry',
-    });
-    expect(classify(s3Error(400, 'ThrottlingException'))).toMatchObject({ kind: 'retry' });
+    for (const verdict of [
+      classify(s3Error(500, 'InternalError', 'We encountered an internal error.')),
+      classify(s3Error(429, 'TooManyRequests')),
+      classify(s3Error(408, 'RequestTimeout')),
+      classify(s3Error(400, 'RequestTimeout', 'Your socket connection to the server was not read from or written to')),
+      classify(s3Error(400, 'ThrottlingException')),
+      // The body changed on its way (a proxy): another attempt sends it again.
+      classify(s3Error(400, 'BadDigest')),
+      classify(s3Error(400, 'InvalidDigest')),
+    ]) {
+      expect(verdict).toMatchObject({ kind: 'destination' });
+      expect(verdict.kind === 'destination' && verdict.blocked).toBeFalsy();
+    }
   });
 
-  it('retries timeouts and connection errors (no HTTP status)', () => {
-    expect(classify(networkError('Error', 'ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1'))).toEqual({
-      kind: 'retry',
+  it('holds records through timeouts and connection errors (no HTTP status)', () => {
+    expect(classify(networkError('Error', 'ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1'))).toMatchObject({
+      kind: 'destination',
       reason: 'ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:1',
     });
     // The SDK renames ECONNRESET to TimeoutError; the code is the better explanation.
-    expect(classify(networkError('TimeoutError', 'ECONNRESET', 'socket hang up'))).toEqual({ kind: 'retry', reason: 'ECONNRESET: socket hang up' });
-    expect(classify(networkError('TimeoutError', 'EPIPE', 'write EPIPE'))).toMatchObject({ kind: 'retry' });
+    expect(classify(networkError('TimeoutError', 'ECONNRESET', 'socket hang up'))).toMatchObject({ kind: 'destination', reason: 'ECONNRESET: socket hang up' });
+    expect(classify(networkError('TimeoutError', 'EPIPE', 'write EPIPE'))).toMatchObject({ kind: 'destination' });
     expect(classify(networkError('TimeoutError', 'ETIMEDOUT', 'a request has exceeded the configured 30000 ms requestTimeout.'))).toMatchObject({
-      kind: 'retry',
+      kind: 'destination',
       reason: expect.stringMatching(/^TimeoutError: .*requestTimeout/),
     });
-    expect(classify(networkError('AbortError', undefined, 'Request aborted'))).toMatchObject({ kind: 'retry' });
-    expect(classify('something odd')).toMatchObject({ kind: 'retry' });
+    expect(classify(networkError('AbortError', undefined, 'Request aborted'))).toMatchObject({ kind: 'destination' });
+    expect(classify('something odd')).toMatchObject({ kind: 'destination' });
+    // A host name that does not resolve needs an operator.
+    expect(classify(networkError('Error', 'ENOTFOUND', 'getaddrinfo ENOTFOUND logs-bucket.s3.example'))).toMatchObject({ kind: 'destination', blocked: true });
   });
 
-  it('rejects AccessDenied with what to check', () => {
+  it('blocks on AccessDenied, with what to check', () => {
     const verdict = classify(s3Error(403, 'AccessDenied', 'Access Denied'));
-    expect(verdict.kind).toBe('permanent');
-    expect(verdict.kind === 'permanent' && verdict.reason).toMatch(
-      /^403 AccessDenied: check the credentials \(AWS_ACCESS_KEY_ID\/profile\/role\) and that the bucket policy allows s3:PutObject on logs-bucket\/logs\/4848\/job\.json/,
-    );
+    expect(verdict).toMatchObject({ kind: 'destination', blocked: true, reason: '403 AccessDenied: Access Denied' });
+    expect(reasonAndAdvice(verdict)).toMatch(/the credentials \(AWS_ACCESS_KEY_ID\/profile\/role\) and that the bucket policy allows s3:PutObject on logs-bucket\/logs\/4848\/job\.json/);
   });
 
-  it('rejects refused credentials, pointing at the default chain', () => {
+  it('blocks on refused credentials, pointing at the default chain', () => {
     for (const name of ['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken']) {
       const verdict = classify(s3Error(403, name, 'The AWS Access Key Id you provided does not exist in our records.'));
-      expect(verdict).toMatchObject({ kind: 'permanent', reason: expect.stringContaining(`403 ${name}: the credentials were refused`) });
-      expect(verdict.kind === 'permanent' && verdict.reason).toMatch(/AWS_ACCESS_KEY_ID.*AWS_PROFILE.*role/);
+      expect(verdict).toMatchObject({ kind: 'destination', blocked: true, reason: expect.stringContaining(`403 ${name}`) });
+      expect(reasonAndAdvice(verdict)).toMatch(/the credentials were refused.*AWS_ACCESS_KEY_ID.*AWS_PROFILE.*role/);
     }
   });
 
-  it('rejects a missing bucket naming bucket and region', () => {
+  it('blocks on a missing bucket, naming bucket and region', () => {
     expect(classify(s3Error(404, 'NoSuchBucket', 'The specified bucket does not exist'))).toEqual({
-      kind: 'permanent',
-      reason: '404 NoSuchBucket: bucket "logs-bucket" does not exist in region eu-central-1 — check bucket and region',
+      kind: 'destination',
+      blocked: true,
+      reason: '404 NoSuchBucket: The specified bucket does not exist',
+      advice: 'bucket and region: bucket "logs-bucket" does not exist in region eu-central-1',
     });
   });
 
-  it('rejects a bucket in another region, naming it when S3 tells', () => {
+  it('blocks on a bucket in another region, naming it when S3 tells', () => {
     const redirect = classify(s3Error(301, 'PermanentRedirect', 'use the specified endpoint', { 'x-amz-bucket-region': 'us-west-2' }));
-    expect(redirect).toMatchObject({ kind: 'permanent', reason: expect.stringMatching(/^301 PermanentRedirect: .*another region.*\(us-west-2\) — set region$/) });
+    expect(redirect).toMatchObject({ kind: 'destination', blocked: true, advice: expect.stringMatching(/^region: .*another region.*\(us-west-2\)$/) });
     const malformed = classify(s3Error(400, 'AuthorizationHeaderMalformed', 'the region is wrong', {}, { Region: 'ap-south-1' }));
-    expect(malformed).toMatchObject({ kind: 'permanent', reason: expect.stringMatching(/^400 AuthorizationHeaderMalformed: .*\(ap-south-1\) — set region$/) });
+    expect(malformed).toMatchObject({ kind: 'destination', blocked: true, advice: expect.stringMatching(/\(ap-south-1\)$/) });
   });
 
-  it('rejects bad requests and bad digests with the reason', () => {
-    expect(classify(s3Error(400, 'InvalidArgument', 'Invalid storage class'))).toEqual({
-      kind: 'permanent',
-      reason: '400 InvalidArgument: Invalid storage class — check storage_class, server_side_encryption and kms_key_id',
-    });
-    expect(classify(s3Error(400, 'InvalidRequest', 'SSE-KMS requires SigV4'))).toMatchObject({ kind: 'permanent', reason: expect.stringMatching(/^400 InvalidRequest: SSE-KMS/) });
-    for (const name of ['BadDigest', 'InvalidDigest']) {
-      expect(classify(s3Error(400, name))).toMatchObject({ kind: 'permanent', reason: expect.stringMatching(new RegExp(`^400 ${name}: the body changed in transit`)) });
-    }
-    expect(classify(s3Error(400, 'KMS.NotFoundException', 'Invalid keyId'))).toMatchObject({ kind: 'permanent', reason: expect.stringContaining('kms_key_id') });
-    expect(classify(s3Error(409, 'BucketAlreadyExists', 'conflict'))).toEqual({ kind: 'permanent', reason: '409 BucketAlreadyExists: conflict' });
+  it('blocks on refused options: every object would be refused the same way', () => {
+    expect(classify(s3Error(400, 'InvalidRequest', 'SSE-KMS requires SigV4'))).toMatchObject({ kind: 'destination', blocked: true, advice: expect.stringMatching(/server_side_encryption.*SSE-KMS/) });
+    expect(classify(s3Error(400, 'KMS.NotFoundException', 'Invalid keyId'))).toMatchObject({ kind: 'destination', blocked: true, advice: expect.stringContaining('kms_key_id') });
+    expect(classify(s3Error(400, 'InvalidStorageClass'))).toMatchObject({ kind: 'destination', blocked: true, advice: expect.stringContaining('storage_class') });
+    // An unknown refusal holds the records rather than dead-lettering them.
+    expect(classify(s3Error(409, 'BucketAlreadyExists', 'conflict'))).toMatchObject({ kind: 'destination', blocked: true, advice: 'conflict' });
   });
 
-  it('rejects missing credentials, naming the default chain', () => {
+  it('dead-letters only refusals about this object: its arguments, key or size', () => {
+    expect(classify(s3Error(400, 'InvalidArgument', 'Invalid argument'))).toEqual({ kind: 'record', reason: '400 InvalidArgument: Invalid argument' });
+    expect(classify(s3Error(400, 'KeyTooLongError'))).toMatchObject({ kind: 'record', reason: expect.stringMatching(/^400 KeyTooLongError: the key logs\/4848\/job.json is longer than 1024 bytes/) });
+    expect(classify(s3Error(400, 'EntityTooLarge'))).toMatchObject({ kind: 'record', reason: expect.stringContaining('multipart_threshold_bytes') });
+  });
+
+  it('blocks on missing credentials, naming the default chain', () => {
     const err = Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError', tryNextLink: false });
     const verdict = classify(err);
-    expect(verdict.kind).toBe('permanent');
-    const reason = verdict.kind === 'permanent' ? verdict.reason : '';
-    for (const part of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_PROFILE', 'instance role']) expect(reason).toContain(part);
+    expect(verdict).toMatchObject({ kind: 'destination', blocked: true });
+    const text = reasonAndAdvice(verdict);
+    for (const part of ['no AWS credentials found', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_PROFILE', 'instance role']) expect(text).toContain(part);
   });
 });
