@@ -71,16 +71,18 @@ describe('http sink', () => {
     }
   });
 
-  it('gives up after max_duration_s and rejects with the last reason', async () => {
+  it('with max_duration_s set, a record held longer is rejected as LF_SINK_RETRY_EXPIRED with the last reason', async () => {
     const receiver = await startReceiver({ respond: () => ({ status: 503, body: 'maintenance' }) });
     try {
       const result = await driveSink(httpSink, { uri: receiver.url, encoding: 'json', request: { timeout_ms: 500 }, retry: { initial_backoff_ms: 10, max_backoff_ms: 50, max_duration_s: 0.5 } }, [jobRecord(1)]);
       expect(result.rejected).toHaveLength(1);
-      expect(result.rejected[0]!.reason).toMatch(/gave up after .*HTTP 503.*maintenance/);
+      expect(result.rejected[0]).toMatchObject({ code: 'LF_SINK_RETRY_EXPIRED' });
+      expect(result.rejected[0]!.reason).toMatch(/still failed after retry\.max_duration_s \(0\.5s\): HTTP 503 .*maintenance/);
     } finally {
       await receiver.close();
     }
   });
+
   it('idempotency_header carries the key, else the received digest; only with encoding json, and not also under headers', async () => {
     const receiver = await startReceiver();
     try {
