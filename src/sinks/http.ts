@@ -1,4 +1,4 @@
-import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { promisify } from 'node:util';
@@ -127,6 +127,17 @@ export const httpSinkSchema = z
     batch: batchSchema.prefault({}),
     compression: z.enum(['none', 'gzip']).default('none').describe('gzip sets Content-Encoding: gzip.'),
     headers: headersSchema.default({}).describe('Extra request headers: names are RFC 7230 tokens, values one line of text.'),
+    idempotency_header: z
+      .string()
+      .max(256)
+      .regex(HEADER_NAME, 'is not a valid header name: letters, digits and !#$%&\'*+-.^_`|~ only, no spaces or colons')
+      .refine((name) => !RESERVED_HEADERS.has(name.toLowerCase()), 'is set by the HTTP client from the request itself and cannot be configured')
+      .optional()
+      .describe(
+        'encoding json only: a header (e.g. Idempotency-Key) whose value is the record\'s deterministic identity, the same on every attempt and every ' +
+          'redelivery: its key (path_format), else the digest of the event as received. Unset by default. NDJSON batches cannot carry one: ' +
+          'the records a batch holds change between attempts.',
+      ),
     secret_headers: z
       .array(z.string().min(1).max(256).regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'expected a header name, optionally ending in *'))
       .max(256)
@@ -155,7 +166,19 @@ export const httpSinkSchema = z
       .prefault({})
       .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
-  .strict();
+  .strict()
+  .superRefine((options, ctx) => {
+    if (options.idempotency_header !== undefined && options.encoding !== 'json') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['idempotency_header'],
+        message: 'needs encoding: json (one record per request); an NDJSON batch holds other records on each attempt, so no one key can name it',
+      });
+    }
+    if (options.idempotency_header !== undefined && Object.keys(options.headers).some((name) => name.toLowerCase() === options.idempotency_header!.toLowerCase())) {
+      ctx.addIssue({ code: 'custom', path: ['idempotency_header'], message: `is also set under headers: remove it there (its value is the record's identity)` });
+    }
+  });
 
 export type HttpSinkOptions = z.output<typeof httpSinkSchema>;
 
@@ -249,7 +272,8 @@ export class HttpSink implements Sink {
   private send(batch: Batch): Promise<void> {
     return this.limit.run(async () => {
       const body = await this.encode(batch);
-      const verdict = await retryUntilFinal(() => this.attempt(body), {
+      const identity = this.identityHeader(batch, body);
+      const verdict = await retryUntilFinal(() => this.attempt(body, identity), {
         retry: this.options.retry,
         signal: this.ctx.signal,
         state: this.ctx.state,
@@ -268,6 +292,20 @@ export class HttpSink implements Sink {
     });
   }
 
+  /**
+   * The idempotency header of a one-record request: the record's key, else the digest of the event
+   * as received (both set before the record reaches a sink, and the same when it is read again
+   * after a restart), else the digest of the body, for a plugin's record that has neither.
+   */
+  private identityHeader(batch: Batch, body: Buffer): Record<string, string> | undefined {
+    const name = this.options.idempotency_header;
+    if (name === undefined || batch.deliveries.length !== 1) return undefined;
+    const record = batch.deliveries[0]!.record;
+    const value = record.key ?? record.receivedDigest ?? createHash('sha256').update(body).digest('hex').slice(0, 32);
+    // Keys are paths and may hold any text; a header value is sent as visible ASCII, else percent-encoded.
+    return { [name.toLowerCase()]: /^[\x21-\x7e]+$/.test(value) ? value : encodeURIComponent(value) };
+  }
+
   private async encode(batch: Batch): Promise<Buffer> {
     if (this.options.encoding === 'json') {
       const ready = this.options.compression === 'gzip' ? preparedGzip(batch.deliveries[0]!.record) : undefined;
@@ -281,14 +319,14 @@ export class HttpSink implements Sink {
     return this.options.compression === 'gzip' ? gzip(raw) : raw;
   }
 
-  private async attempt(body: Buffer): Promise<Verdict> {
+  private async attempt(body: Buffer, identity: Record<string, string> | undefined): Promise<Verdict> {
     this.requests++;
     this.ctx.metrics.count(this.ctx.id, 'requests');
     try {
       const response = await request(this.options.uri, {
         dispatcher: this.dispatcher,
         method: this.options.method,
-        headers: { ...this.headers, 'content-length': String(body.length) },
+        headers: { ...this.headers, ...identity, 'content-length': String(body.length) },
         body,
         signal: AbortSignal.any([this.ctx.signal, AbortSignal.timeout(this.options.request.timeout_ms)]),
       });

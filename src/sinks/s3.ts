@@ -29,6 +29,18 @@ const FALLBACK_REGION = 'us-east-1';
 /** A start-up check waits at most this long (or request_timeout_ms when smaller): a dead endpoint must not hold the start. */
 const MAX_HEALTHCHECK_TIMEOUT_MS = 10_000;
 
+/**
+ * The SDK's default credential chain reads the shared files (~/.aws/credentials and config)
+ * through a per-process cache that keeps the first answer, a missing file included: a credentials
+ * file written after logferry started would never be seen, and the sink would stay blocked until a
+ * restart. The client passes its config to the chain, and `ignoreCache` makes the ini provider read
+ * the files again on each run of the chain. The chain only runs again while it has found nothing
+ * (the SDK memoizes found credentials until their expiry), so this costs one file read per probe
+ * of a sink that has no credentials, and nothing once it has them. It is spread into the config
+ * because it is an option of the chain (DefaultProviderInit), not of the client's type.
+ */
+const REREAD_SHARED_FILES_UNTIL_FOUND = { ignoreCache: true };
+
 const STORAGE_CLASSES = [
   'STANDARD',
   'REDUCED_REDUNDANCY',
@@ -205,6 +217,9 @@ const EXPLAINERS: readonly [(name: string, status: number) => boolean, Explainer
   [(n) => n === 'EntityTooLarge', () => ({ record: true, advice: 'the object is larger than the store accepts in one request: lower multipart_threshold_bytes' })],
   [(n) => RECORD_LEVEL_NAMES.has(n), ({ message }) => ({ record: true, advice: message || 'the store refused this object' })],
   [(_n, status) => status === 404, ({ message }) => ({ advice: `bucket, endpoint and force_path_style${message ? ` (${message})` : ''}` })],
+  // The 400s about the credentials, region, bucket or options are named above; any other 400 is
+  // about this request (MalformedXML, IncompleteBody, a proxy's refusal of the body), as for HTTP.
+  [(_n, status) => status === 400, ({ message }) => ({ record: true, advice: message || 'the store refused this object (400 Bad Request)' })],
 ];
 
 /**
@@ -353,6 +368,7 @@ class S3Sink implements Sink {
     this.partSize = Math.max(MIN_PART_BYTES, options.multipart_threshold_bytes);
     const agent = { keepAlive: true, maxSockets: options.concurrency * PART_QUEUE_SIZE };
     this.client = new S3Client({
+      ...REREAD_SHARED_FILES_UNTIL_FOUND,
       region,
       endpoint: options.endpoint,
       forcePathStyle: options.force_path_style,

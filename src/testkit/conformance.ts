@@ -216,6 +216,16 @@ const idOf = (record: LogRecord): number => {
 const sample = (values: readonly (string | number)[], max = 10): string =>
   values.slice(0, max).join(', ') + (values.length > max ? `, … (${values.length} in all)` : '');
 
+/** Polls `condition` until it holds (true) or `timeoutMs` passes (false). */
+async function waitUntil(condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
 const range = (from: number, count: number): number[] => Array.from({ length: count }, (_, i) => from + i);
 
 interface Rig {
@@ -388,6 +398,49 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
           const notDelivered = rig.records.map(idOf).filter((id) => !sharedWith7.has(id) && !deliveredIds.has(id));
           assert.equal(notDelivered.length, 0, `records never sent together with record 7 were not delivered: ids ${sample(notDelivered)}`);
         }),
+    },
+    {
+      name: 'a destination-level refusal (403 for every request) holds every record: none rejected; delivered once the destination answers',
+      timeoutMs: 40_000,
+      run: () => {
+        let refusing = true;
+        const refusedAt: number[] = [];
+        const plan: FaultPlan = (request) => {
+          if (!refusing) return faultPlans.none(request);
+          refusedAt.push(Date.now());
+          return { kind: 'status', status: 403, body: 'forbidden: the credentials may not write here (fault proxy)' };
+        };
+        return withRig(subject, plan, 30, async (rig) => {
+          let deliveredWhileRefused = 0;
+          const driving = rig.drive(
+            {
+              onDelivered: (record) => {
+                if (refusing) deliveredWhileRefused++;
+                rig.checkEarlyAck(record);
+              },
+            },
+            35_000,
+          );
+          // Refused for a while: past the first wave of requests, the held records are retried.
+          const heldMs = 500;
+          const retried = await waitUntil(() => refusedAt.length > 0 && refusedAt[refusedAt.length - 1]! - refusedAt[0]! >= heldMs, 15_000);
+          refusing = false;
+          const result = await driving;
+          assert.ok(
+            retried,
+            `the sink sent no request ${heldMs} ms or more after its first 403 (${refusedAt.length} requests in 15 s): a held record must be retried until the destination answers`,
+          );
+          assertContract(result);
+          assert.equal(deliveredWhileRefused, 0, `${deliveredWhileRefused} records were acknowledged while every answer was a 403`);
+          assert.equal(
+            result.rejected.length,
+            0,
+            `${result.rejected.length} records were rejected on a 403, which refuses every record alike (credentials, permissions): they must be held and retried, not dead-lettered (reason: ${result.rejected[0]?.reason ?? ''})`,
+          );
+          assertNoEarlyAck(rig);
+          assertAllDelivered(result, rig.records);
+        });
+      },
     },
     {
       name: 'drains on shutdown: stops retrying when aborted, leaving records unacknowledged',

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { httpSink } from '../../src/sinks/http.js';
+import { httpSink, httpSinkSchema } from '../../src/sinks/http.js';
 import { driveSink, jobRecord, sinkConformanceCases, startReceiver } from '../../src/testkit/index.js';
 
 const fast = { request: { timeout_ms: 1000 }, retry: { initial_backoff_ms: 10, max_backoff_ms: 200, max_duration_s: 60 } };
@@ -71,14 +71,36 @@ describe('http sink', () => {
     }
   });
 
-  it('gives up after max_duration_s and rejects with the last reason', async () => {
+  it('with max_duration_s set, a record held longer is rejected as LF_SINK_RETRY_EXPIRED with the last reason', async () => {
     const receiver = await startReceiver({ respond: () => ({ status: 503, body: 'maintenance' }) });
     try {
       const result = await driveSink(httpSink, { uri: receiver.url, encoding: 'json', request: { timeout_ms: 500 }, retry: { initial_backoff_ms: 10, max_backoff_ms: 50, max_duration_s: 0.5 } }, [jobRecord(1)]);
       expect(result.rejected).toHaveLength(1);
-      expect(result.rejected[0]!.reason).toMatch(/gave up after .*HTTP 503.*maintenance/);
+      expect(result.rejected[0]).toMatchObject({ code: 'LF_SINK_RETRY_EXPIRED' });
+      expect(result.rejected[0]!.reason).toMatch(/still failed after retry\.max_duration_s \(0\.5s\): HTTP 503 .*maintenance/);
     } finally {
       await receiver.close();
     }
+  });
+
+  it('idempotency_header carries the key, else the received digest; only with encoding json, and not also under headers', async () => {
+    const receiver = await startReceiver();
+    try {
+      const keyed = jobRecord(1);
+      const { key: _key, ...unkeyed } = jobRecord(2);
+      const result = await driveSink(httpSink, { uri: receiver.url, encoding: 'json', idempotency_header: 'Idempotency-Key', ...fast }, [keyed, unkeyed]);
+      expect(result.delivered).toHaveLength(2);
+      const byId = new Map(receiver.requests.map((r) => [(JSON.parse(r.body.toString()) as { id: number }).id, r.headers['idempotency-key']]));
+      expect(byId.get(1)).toBe(keyed.key);
+      expect(byId.get(2)).toBe(unkeyed.receivedDigest);
+    } finally {
+      await receiver.close();
+    }
+    const problems = (options: Record<string, unknown>): string[] =>
+      httpSinkSchema.safeParse({ uri: 'http://127.0.0.1/in', ...options }).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`) ?? [];
+    expect(problems({ idempotency_header: 'Idempotency-Key' })[0]).toMatch(/^idempotency_header: needs encoding: json/);
+    expect(problems({ encoding: 'json', idempotency_header: 'Idempotency-Key', headers: { 'idempotency-key': 'x' } })[0]).toMatch(/also set under headers/);
+    expect(problems({ encoding: 'json', idempotency_header: 'Idempotency Key' })[0]).toMatch(/not a valid header name/);
+    expect(problems({ encoding: 'json', idempotency_header: 'Content-Length' })[0]).toMatch(/set by the HTTP client/);
   });
 });
