@@ -20,6 +20,7 @@ import { parseText } from '../records/parse.js';
 import { MAX_MAX_DEPTH } from '../records/structure.js';
 import { loadPlugins } from '../plugin/load.js';
 import { pathFormatSchema } from '../transforms/path-format.js';
+import { replayDeadLetters, type ReplayOutcome } from './replay.js';
 import { StatusReporter } from './status.js';
 import { parse as parseYaml } from 'yaml';
 
@@ -47,6 +48,12 @@ Usage:
   logferry dead-letter show -c FILE [N|--all]
                                        print dead letter N (default: the last; --all: every one), with
                                        a line kept by reference read back from its file
+  logferry dead-letter replay -c FILE [--code C] [--component NAME] [--since TIME] [--dry-run] [--max-wait S]
+                                       send dead letters again: to the sink that rejected them, or through
+                                       the transform that did and what follows it; an entry leaves the dead
+                                       letters once delivered or dead-lettered again. Exit 0 all delivered,
+                                       65 some dead-lettered again, 75 a destination still failing after
+                                       --max-wait seconds (default 60; the rest stay) or data_dir locked
   logferry bench [--help]              measure throughput, latency, CPU and memory; --plan sizes a deployment
 
 Options:
@@ -67,6 +74,8 @@ interface CliOptions {
   once: boolean;
   json: boolean;
   all: boolean;
+  /** dead-letter replay's filters and limits. */
+  replay: { code?: string; component?: string; since?: string; dryRun: boolean; maxWait?: string };
   logFormat: LogFormat;
   logLevel: LogLevel;
   positionals: string[];
@@ -83,6 +92,11 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
         once: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         all: { type: 'boolean', default: false },
+        code: { type: 'string' },
+        component: { type: 'string' },
+        since: { type: 'string' },
+        'dry-run': { type: 'boolean', default: false },
+        'max-wait': { type: 'string' },
         'log-format': { type: 'string', default: 'text' },
         'log-level': { type: 'string', default: 'info' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -104,6 +118,7 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
     once: v.once ?? false,
     json: v.json ?? false,
     all: v.all ?? false,
+    replay: { code: v.code, component: v.component, since: v.since, dryRun: v['dry-run'] ?? false, maxWait: v['max-wait'] },
     logFormat,
     logLevel: logLevel as LogLevel,
     help: v.help ?? false,
@@ -266,10 +281,46 @@ async function commandKey(options: CliOptions): Promise<number> {
   return failures > 0 ? EXIT.runtime : EXIT.ok;
 }
 
-const DEAD_LETTER_USAGE = 'usage: logferry dead-letter list -c pipeline.yaml [--json] | logferry dead-letter show -c pipeline.yaml [N|--all] [--json]';
+const DEAD_LETTER_USAGE =
+  'usage: logferry dead-letter list -c pipeline.yaml [--json] | logferry dead-letter show -c pipeline.yaml [N|--all] [--json] | ' +
+  'logferry dead-letter replay -c pipeline.yaml [--code C] [--component NAME] [--since TIME] [--dry-run] [--max-wait S]';
+
+/** How replay ends: 65 (EX_DATAERR) when entries were dead-lettered again, 75 (EX_TEMPFAIL) when some stay to be sent. */
+const REPLAY_EXIT: Record<ReplayOutcome, number> = { delivered: EXIT.ok, 'dead-lettered-again': 65, held: EXIT.locked };
+const DEFAULT_REPLAY_MAX_WAIT_S = 60;
+const MAX_REPLAY_MAX_WAIT_S = 7 * 24 * 3600;
+
+async function commandReplay(options: CliOptions): Promise<number> {
+  const file = requireConfig(options, 'dead-letter replay');
+  if (options.positionals.length > 2) throw new UsageError(DEAD_LETTER_USAGE);
+  const { code, component, since, dryRun, maxWait } = options.replay;
+  let sinceMs: number | undefined;
+  if (since !== undefined) {
+    sinceMs = Date.parse(since);
+    if (Number.isNaN(sinceMs)) throw new UsageError(`--since must be a date and time such as 2024-05-01T12:00:00Z, got "${since}"`);
+  }
+  const maxWaitS = maxWait === undefined ? DEFAULT_REPLAY_MAX_WAIT_S : Number(maxWait);
+  if (!Number.isFinite(maxWaitS) || maxWaitS <= 0 || maxWaitS > MAX_REPLAY_MAX_WAIT_S) {
+    throw new UsageError(`--max-wait must be a number of seconds above 0 and at most ${MAX_REPLAY_MAX_WAIT_S} (7 days), got "${maxWait}"`);
+  }
+  const log = createLogger({ format: options.logFormat, level: options.logLevel, scrub });
+  // Dry-run only reads (like list); a replay builds the sinks, so it needs what run needs.
+  const config = await load(file, log, dryRun);
+  const print = (line: string): void => void process.stdout.write(scrub(line) + '\n');
+  const replay = { code, component, sinceMs, dryRun, maxWaitMs: maxWaitS * 1000, file };
+  if (dryRun) return REPLAY_EXIT[await replayDeadLetters(config, replay, log, scrubber, print)];
+  // One process per data_dir: run and replay never append to or rewrite the dead letters at once (exit 75).
+  const lock = await acquireDataDirLock(config.dataDir, log);
+  try {
+    return REPLAY_EXIT[await replayDeadLetters(config, replay, log, scrubber, print)];
+  } finally {
+    await lock.release();
+  }
+}
 
 async function commandDeadLetter(options: CliOptions): Promise<number> {
   const [, action, ...rest] = options.positionals;
+  if (action === 'replay') return commandReplay(options);
   if (action !== 'list' && action !== 'show') throw new UsageError(DEAD_LETTER_USAGE);
   const file = requireConfig(options, `dead-letter ${action}`);
   // Read-only: no lock on data_dir, nothing written, no preflight.

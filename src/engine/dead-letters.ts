@@ -171,7 +171,9 @@ export class DeadLetterWriter {
         attempt = 0;
         this.pending.splice(0, batch.length);
         for (const p of batch) p.resolve();
-        if (this.pending.length === 0 && this.blocked) this.noteRecovered();
+        // Room under max_bytes is back as soon as one entry fits (a replay or a removal made it);
+        // a disk error is over once the whole backlog is written.
+        if (this.blocked && (this.pending.length === 0 || this.blocked.code === 'LF_DEAD_LETTER_FULL')) this.noteRecovered();
       }
     } finally {
       this.flushing = undefined;
