@@ -440,11 +440,14 @@ async function showDeadLetters(entries: DeadLetterEntry[], args: string[], optio
       ['offset', e.offset],
       ['length', e.length],
       ['sha256', e.sha256],
+      ['kind', e.kind],
+      ['key', e.key],
+      ['received_digest', e.received_digest],
       ['text', e.text],
       ['raw_base64', e.raw_base64],
     ];
     let out = `dead letter ${n} of ${entries.length}\n`;
-    for (const [name, value] of fields) if (value !== undefined) out += `  ${`${name}:`.padEnd(11)} ${String(value)}\n`;
+    for (const [name, value] of fields) if (value !== undefined) out += `  ${`${name}:`.padEnd(16)} ${String(value)}\n`;
     if (line.status === 'ok') {
       const text = decodeUtf8(line.bytes);
       out += text !== undefined
