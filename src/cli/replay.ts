@@ -14,6 +14,7 @@ import type { Logger } from '../engine/logger.js';
 import { Pipeline, type GraphEntry } from '../engine/pipeline.js';
 import type { SecretScrubber } from '../engine/secrets.js';
 import type { JsonObject, LogRecord } from '../engine/types.js';
+import { errorMessage, LogferryError } from '../errors.js';
 import { classify } from '../records/parse.js';
 
 export interface ReplayOptions {
@@ -111,7 +112,12 @@ export async function replayDeadLetters(
   }
 
   const pipeline = new Pipeline({ ...config, sources: [] }, { once: true, log, scrubber, maxWaitMs: options.maxWaitMs, replaying: true });
-  await pipeline.build();
+  try {
+    await pipeline.build();
+  } catch (err) {
+    if (err instanceof LogferryError && err.code.startsWith('LF_CONFIG')) throw err;
+    throw new LogferryError('LF_REPLAY_FAILED', `cannot start the pipeline for the replay: ${errorMessage(err)}; no dead letter changed`, { cause: err });
+  }
   const progress = await ReplayProgress.start(dir);
   let sent = 0;
   let confirmed = 0;
