@@ -143,6 +143,8 @@ export async function replayDeadLetters(
     const again = pipeline.metrics.deadLetters;
     report(plan, skipped, options, print, emittedAll ? 'sent' : 'selected');
     print(`${confirmed} of ${sent} sent entries confirmed and removed from the dead letters; ${again} new dead letters written${again > 0 ? ` (see logferry dead-letter list -c ${options.file})` : ''}`);
+    // A transform that now drops the record (a select rule, a job not final) settles it as run would: skipped by config.
+    if (pipeline.metrics.skipped > 0) print(`${pipeline.metrics.skipped} of them were dropped by a transform's rules (skipped, as run would) and delivered nowhere`);
     if (!emittedAll || confirmed < sent) {
       const held = summary.heldBy.map((s) => `${s.sink} (${s.state}: ${s.reason ?? 'failing'})`).join(', ');
       log.error(
