@@ -177,16 +177,23 @@ describe('logferry dead-letter replay', () => {
     const count = 40;
     const { config, destination } = await deadLetterEverything(dir, count);
     destination.mode = 'slow';
+    destination.slowMs = 500;
     const replay = startCli(['dead-letter', 'replay', '-c', config], { cwd: dir });
-    // Some batches answered, most not yet: kill it in the middle.
-    await waitFor(() => destination.delivered.length >= 10, 30_000, 'some deliveries during the replay');
+    // Two rounds of batches answered (the first ones' progress flushed long since), most not yet: kill it.
+    await waitFor(() => destination.delivered.length >= 20, 30_000, 'some deliveries during the replay');
     replay.child.kill('SIGKILL');
     await replay.exited;
-    expect(destination.delivered.length).toBeLessThan(count);
+    const deliveredBeforeKill = destination.delivered.length;
+    expect(deliveredBeforeKill).toBeLessThan(count);
 
     destination.mode = 'ok';
     const rest = await runCli(['dead-letter', 'replay', '-c', config], { cwd: dir });
     expect(rest.code, rest.stderr).toBe(0);
+    // The entries confirmed before the kill are not sent again: only the unconfirmed window is.
+    const sentAgain = Number(/(\d+) of (\d+) sent entries confirmed/.exec(rest.stdout)?.[2]);
+    expect(sentAgain).toBeLessThan(count);
+    // Duplicates: at most the entries the second replay sent that the first had delivered already.
+    expect(destination.delivered.length - count).toBeLessThanOrEqual(sentAgain);
     expect([...new Set(destination.delivered)].sort((a, b) => a - b)).toEqual(ids(count));
     expect(await readDeadLetters(join(dir, 'data'))).toEqual([]);
     expect(await readdir(deadLetterDir(dir))).toEqual([]);
