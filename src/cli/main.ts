@@ -21,6 +21,7 @@ import { parseText } from '../records/parse.js';
 import { MAX_MAX_DEPTH } from '../records/structure.js';
 import { loadPlugins } from '../plugin/load.js';
 import { pathFormatSchema } from '../transforms/path-format.js';
+import { replayDeadLetters, type ReplayOutcome } from './replay.js';
 import { StatusReporter } from './status.js';
 import { parse as parseYaml } from 'yaml';
 
@@ -130,6 +131,12 @@ Usage:
   logferry dead-letter show -c FILE [N|--all]
                                        print dead letter N (default: the last; --all: every one), with
                                        a line kept by reference read back from its file
+  logferry dead-letter replay -c FILE [--code C] [--component NAME] [--since TIME] [--dry-run] [--max-wait S]
+                                       send dead letters again: to the sink that rejected them, or through
+                                       the transform that did and what follows it; an entry leaves the dead
+                                       letters once delivered or dead-lettered again. Exit 0 all delivered,
+                                       65 some dead-lettered again, 75 a destination still failing after
+                                       --max-wait seconds (default 60; the rest stay) or data_dir locked
   logferry bench [--help]              measure throughput, latency, CPU and memory; --plan sizes a deployment
 
 Options:
@@ -159,6 +166,8 @@ interface CliOptions {
   maxWaitS?: number;
   json: boolean;
   all: boolean;
+  /** dead-letter replay's filters and limits. */
+  replay: { code?: string; component?: string; since?: string; dryRun: boolean };
   logFormat: LogFormat;
   logLevel: LogLevel;
   positionals: string[];
@@ -178,6 +187,10 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
         'max-wait': { type: 'string' },
         json: { type: 'boolean', default: false },
         all: { type: 'boolean', default: false },
+        code: { type: 'string' },
+        component: { type: 'string' },
+        since: { type: 'string' },
+        'dry-run': { type: 'boolean', default: false },
         'log-format': { type: 'string', default: 'text' },
         'log-level': { type: 'string', default: 'info' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -196,8 +209,8 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
   }
   const maxWait = v['max-wait'];
   const once = v.once ?? false;
-  if (maxWait !== undefined && !once) {
-    throw new UsageError('--max-wait applies to run --once only: a run without --once holds the records of a failing destination for as long as it fails');
+  if (maxWait !== undefined && !once && parsed.positionals[0] !== 'dead-letter') {
+    throw new UsageError('--max-wait applies to run --once and dead-letter replay only: a run without --once holds the records of a failing destination for as long as it fails');
   }
   return {
     config: v.config,
@@ -207,6 +220,7 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
     checkDestinations: v['check-destinations'] ?? false,
     json: v.json ?? false,
     all: v.all ?? false,
+    replay: { code: v.code, component: v.component, since: v.since, dryRun: v['dry-run'] ?? false },
     logFormat,
     logLevel: logLevel as LogLevel,
     help: v.help ?? false,
@@ -409,10 +423,41 @@ async function commandKey(options: CliOptions): Promise<number> {
   return failures > 0 ? EXIT.runtime : EXIT.ok;
 }
 
-const DEAD_LETTER_USAGE = 'usage: logferry dead-letter list -c pipeline.yaml [--json] | logferry dead-letter show -c pipeline.yaml [N|--all] [--json]';
+const DEAD_LETTER_USAGE =
+  'usage: logferry dead-letter list -c pipeline.yaml [--json] | logferry dead-letter show -c pipeline.yaml [N|--all] [--json] | ' +
+  'logferry dead-letter replay -c pipeline.yaml [--code C] [--component NAME] [--since TIME] [--dry-run] [--max-wait S]';
+
+/** How replay ends: 65 (EX_DATAERR) when entries were dead-lettered again, 75 (EX_TEMPFAIL) when some stay to be sent. */
+const REPLAY_EXIT: Record<ReplayOutcome, number> = { delivered: EXIT.ok, 'dead-lettered-again': EXIT.deadLetters, held: EXIT.held };
+
+async function commandReplay(options: CliOptions): Promise<number> {
+  const file = requireConfig(options, 'dead-letter replay');
+  if (options.positionals.length > 2) throw new UsageError(DEAD_LETTER_USAGE);
+  const { code, component, since, dryRun } = options.replay;
+  let sinceMs: number | undefined;
+  if (since !== undefined) {
+    sinceMs = Date.parse(since);
+    if (Number.isNaN(sinceMs)) throw new UsageError(`--since must be a date and time such as 2024-05-01T12:00:00Z, got "${since}"`);
+  }
+  const maxWaitS = options.maxWaitS ?? DEFAULT_MAX_WAIT_S;
+  const log = createLogger({ format: options.logFormat, level: options.logLevel, scrub });
+  // Dry-run only reads (like list); a replay builds the sinks, so it needs what run needs.
+  const config = await load(file, log, dryRun);
+  const print = (line: string): void => void process.stdout.write(scrub(line) + '\n');
+  const replay = { code, component, sinceMs, dryRun, maxWaitMs: maxWaitS * 1000, file };
+  if (dryRun) return REPLAY_EXIT[await replayDeadLetters(config, replay, log, scrubber, print)];
+  // One process per data_dir: run and replay never append to or rewrite the dead letters at once (exit 75).
+  const lock = await acquireDataDirLock(config.dataDir, log);
+  try {
+    return REPLAY_EXIT[await replayDeadLetters(config, replay, log, scrubber, print)];
+  } finally {
+    await lock.release();
+  }
+}
 
 async function commandDeadLetter(options: CliOptions): Promise<number> {
   const [, action, ...rest] = options.positionals;
+  if (action === 'replay') return commandReplay(options);
   if (action !== 'list' && action !== 'show') throw new UsageError(DEAD_LETTER_USAGE);
   const file = requireConfig(options, `dead-letter ${action}`);
   // Read-only: no lock on data_dir, nothing written, no preflight.
@@ -532,11 +577,14 @@ async function showDeadLetters(entries: DeadLetterEntry[], args: string[], optio
       ['offset', e.offset],
       ['length', e.length],
       ['sha256', e.sha256],
+      ['kind', e.kind],
+      ['key', e.key],
+      ['received_digest', e.received_digest],
       ['text', e.text],
       ['raw_base64', e.raw_base64],
     ];
     let out = `dead letter ${n} of ${entries.length}\n`;
-    for (const [name, value] of fields) if (value !== undefined) out += `  ${`${name}:`.padEnd(11)} ${String(value)}\n`;
+    for (const [name, value] of fields) if (value !== undefined) out += `  ${`${name}:`.padEnd(16)} ${String(value)}\n`;
     if (line.status === 'ok') {
       const text = decodeUtf8(line.bytes);
       out += text !== undefined

@@ -78,10 +78,31 @@ export const pipelineSchema = z
               'line is named by file, offset, length and SHA-256, and `logferry dead-letter show` reads it back from the file. ' +
               'On: the text may hold values of steps marked mask_data, and secrets.',
           ),
+        max_file_bytes: z
+          .number()
+          .int()
+          .min(4 * KiB)
+          .max(4 * GiB)
+          .default(64 * MiB)
+          .describe(
+            'Size of one dead-letter file (4 KiB to 4 GiB): an entry that would make the current file pass it starts the ' +
+              'next numbered file (dead-letters.part-0000000001.ndjson, ...; names sort in write order).',
+          ),
+        max_bytes: z
+          .number()
+          .int()
+          .min(16 * KiB)
+          .max(1024 * GiB)
+          .default(1 * GiB)
+          .describe(
+            'Size of all dead-letter files together (16 KiB to 1 TiB). When an entry would pass it, the pipeline holds: the ' +
+              'record is not acknowledged and reading pauses when the buffer is full (LF_DEAD_LETTER_FULL), until ' +
+              '`logferry dead-letter replay` or removing files makes room. Nothing is dropped.',
+          ),
       })
       .strict()
       .prefault({})
-      .describe('What the dead letters keep.'),
+      .describe('What the dead letters keep, and how much disk they may take.'),
     plugins: z.array(z.string().min(1)).default([]).describe('Plugin modules: paths (relative to the pipeline file) or npm package names.'),
     sources: componentTable.describe('Components that read records.'),
     transforms: componentTable.default({}).describe('Components that change, drop or key records.'),
@@ -275,6 +296,8 @@ export async function parseConfigText(
     statusIntervalMs: settings.status_interval_ms,
     plugins: settings.plugins,
     deadLetterKeepText: settings.dead_letter.keep_text,
+    deadLetterMaxFileBytes: settings.dead_letter.max_file_bytes,
+    deadLetterMaxBytes: settings.dead_letter.max_bytes,
     sources: components.filter((c) => c.kind === 'source'),
     transforms: components.filter((c) => c.kind === 'transform'),
     sinks: components.filter((c) => c.kind === 'sink'),

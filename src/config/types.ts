@@ -29,6 +29,10 @@ export interface PipelineConfig {
   readonly plugins: readonly string[];
   /** `dead_letter.keep_text`: dead letters keep the text of lines that are not records (default false). */
   readonly deadLetterKeepText?: boolean;
+  /** `dead_letter.max_file_bytes`: one dead-letter file's size before the next one starts (default 64 MiB). */
+  readonly deadLetterMaxFileBytes?: number;
+  /** `dead_letter.max_bytes`: all dead-letter files together; past it the pipeline holds (default 1 GiB). */
+  readonly deadLetterMaxBytes?: number;
   readonly sources: readonly ComponentConfig[];
   readonly transforms: readonly ComponentConfig[];
   readonly sinks: readonly ComponentConfig[];

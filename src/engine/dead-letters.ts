@@ -1,11 +1,20 @@
-import { mkdir, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { errorMessage, ioErrorText } from '../errors.js';
 import { applyMaskData, DEFAULT_MASK } from '../records/mask.js';
 import { lineReference } from '../records/parse.js';
+import {
+  deadLetterBytes,
+  deadLetterFileName,
+  finishInterruptedReplay,
+  listDeadLetterFiles,
+  readDeadLetterFile,
+  readReplayProgress,
+  type DeadLetterLine,
+} from './dead-letter-files.js';
 import { fsyncDir, writeFully } from './fs-atomic.js';
 import type { Logger } from './logger.js';
-import type { DeadLetterInput, JsonObject } from './types.js';
+import type { DeadLetterInput, JsonObject, RecordKind } from './types.js';
 
 export interface DeadLetterEntry {
   time: string;
@@ -22,6 +31,10 @@ export interface DeadLetterEntry {
   /** A record's JSON with its masks applied, or the line itself with `dead_letter.keep_text`. */
   text?: string;
   raw_base64?: string;
+  /** With a record's `text`: what `logferry dead-letter replay` needs to send it again as it was. */
+  kind?: RecordKind;
+  key?: string;
+  received_digest?: string;
 }
 
 export interface DeadLetterOptions {
@@ -48,6 +61,20 @@ export interface DeadLetterWriterOptions extends DeadLetterOptions {
   signal?: AbortSignal;
   /** Backoff between attempts while blocked (tests shorten it). */
   retry?: { initialMs: number; maxMs: number };
+  /** `dead_letter.max_file_bytes`: an entry that would make the current file pass it starts the next file. */
+  maxFileBytes?: number;
+  /** `dead_letter.max_bytes`: an entry that would make all files together pass it waits (never dropped). */
+  maxBytes?: number;
+  /** Before the first write, finish a replay that was interrupted (see finishInterruptedReplay). */
+  finishInterruptedReplay?: boolean;
+}
+
+/** The entries would make the dead-letter files pass dead_letter.max_bytes: they wait like on a full disk. */
+class DeadLetterFilesFull extends Error {
+  readonly code = 'LF_DEAD_LETTER_FULL';
+  constructor(readonly total: number, readonly limit: number) {
+    super(`the dead-letter files take ${total} bytes of dead_letter.max_bytes ${limit}`);
+  }
 }
 
 /** Rejection of the writes still pending when the writer stops: their records are not acknowledged. */
@@ -65,7 +92,8 @@ interface PendingEntry {
 }
 
 /**
- * Appends rejected lines and records to `{data_dir}/dead_letter/dead-letters.ndjson`. A write
+ * Appends rejected lines and records to the dead-letter files under `{data_dir}/dead_letter/`
+ * (dead-letters.ndjson, then numbered parts of dead_letter.max_file_bytes each). A write
  * resolves only after every byte is written and fdatasync returned, because the source position
  * moves past the record right after: a dead letter lost in a crash would be a record lost.
  *
@@ -74,10 +102,17 @@ interface PendingEntry {
  * is held and the budget they take pauses reading), a partly written batch is cut off again so
  * the file never holds a torn entry in its middle, and the writer retries with capped backoff
  * until it succeeds or the pipeline stops. It logs once when it gets blocked and once when it
- * recovers, never a line per entry.
+ * recovers, never a line per entry. The files reaching dead_letter.max_bytes blocks it the same
+ * way (LF_DEAD_LETTER_FULL): each retry measures the files again, so a replay or an operator who
+ * removes files lets it go on.
  */
 export class DeadLetterWriter {
   private handle: FileHandle | undefined;
+  /** The current file's name and its place in write order (see dead-letter-files.ts). */
+  private current = { name: deadLetterFileName(0), number: 0 };
+  /** Bytes of every dead-letter file together, measured at opening and counted since. */
+  private totalBytes = 0;
+  private interruptedReplayChecked = false;
   /** Length of the file up to its last complete entry; the file is cut back to it after a failure. */
   private goodLength = 0;
   /** A failed attempt may have left bytes after goodLength. */
@@ -87,7 +122,7 @@ export class DeadLetterWriter {
   private stopped = false;
   private wakeRetry: (() => void) | undefined;
   /** Set while writes fail; cleared (with an info line) once every waiting entry is written. */
-  private blocked: { since: number; waited: number; error: string } | undefined;
+  private blocked: { since: number; waited: number; error: string; code: string } | undefined;
 
   constructor(
     private readonly dir: string,
@@ -100,8 +135,9 @@ export class DeadLetterWriter {
     return join(dataDir, 'dead_letter');
   }
 
+  /** The file entries are appended to now. */
   get file(): string {
-    return join(this.dir, DEAD_LETTER_FILE);
+    return join(this.dir, this.current.name);
   }
 
   write(input: DeadLetterInput): Promise<void> {
@@ -117,10 +153,12 @@ export class DeadLetterWriter {
   private async flush(): Promise<void> {
     try {
       for (let attempt = 0; this.pending.length > 0 && !this.stopped; ) {
-        // While blocked, one entry at a time: what fits in the space left is written (and its
-        // position released) instead of waiting for room for the whole backlog.
-        const batch = this.takeBatch(this.blocked ? 1 : this.pending.length);
+        let batch: PendingEntry[] = [];
         try {
+          await this.open();
+          // While blocked, one entry at a time: what fits in the space left is written (and its
+          // position released) instead of waiting for room for the whole backlog.
+          batch = this.takeBatch(this.blocked ? 1 : this.pending.length, this.roomInFile());
           await this.append(batch);
         } catch (err) {
           this.noteFailure(err);
@@ -133,7 +171,9 @@ export class DeadLetterWriter {
         attempt = 0;
         this.pending.splice(0, batch.length);
         for (const p of batch) p.resolve();
-        if (this.pending.length === 0 && this.blocked) this.noteRecovered();
+        // Room under max_bytes is back as soon as one entry fits (a replay or a removal made it);
+        // a disk error is over once the whole backlog is written.
+        if (this.blocked && (this.pending.length === 0 || this.blocked.code === 'LF_DEAD_LETTER_FULL')) this.noteRecovered();
       }
     } finally {
       this.flushing = undefined;
@@ -142,10 +182,17 @@ export class DeadLetterWriter {
     }
   }
 
-  private takeBatch(max: number): PendingEntry[] {
+  /** Bytes one append may take: what is left of the current file (a whole file after rotating). */
+  private roomInFile(): number {
+    const maxFile = this.options.maxFileBytes ?? Infinity;
+    const room = maxFile - this.goodLength;
+    return Math.min(MAX_APPEND_BYTES, room > 0 ? room : maxFile);
+  }
+
+  private takeBatch(max: number, maxBytes: number): PendingEntry[] {
     let bytes = 0;
     let n = 0;
-    while (n < this.pending.length && n < max && (n === 0 || bytes + this.pending[n]!.line.length <= MAX_APPEND_BYTES)) {
+    while (n < this.pending.length && n < max && (n === 0 || bytes + this.pending[n]!.line.length <= maxBytes)) {
       bytes += this.pending[n]!.line.length;
       n++;
     }
@@ -163,18 +210,55 @@ export class DeadLetterWriter {
   }
 
   private async append(batch: PendingEntry[]): Promise<void> {
-    const handle = await this.open();
+    let handle = await this.open();
     if (this.dirty) {
       // A failed attempt may have written part of its batch: cut it off before appending again.
       await handle.truncate(this.goodLength);
       this.dirty = false;
     }
     const data = batch.length === 1 ? batch[0]!.line : Buffer.concat(batch.map((p) => p.line));
+    const maxBytes = this.options.maxBytes;
+    if (maxBytes !== undefined && this.totalBytes + data.length > maxBytes) {
+      // Measure again: a replay or an operator may have removed files (the current one too) since.
+      await this.reopen();
+      handle = await this.open();
+      if (this.totalBytes + data.length > maxBytes) throw new DeadLetterFilesFull(this.totalBytes, maxBytes);
+    }
+    if (this.goodLength > 0 && this.goodLength + data.length > (this.options.maxFileBytes ?? Infinity)) {
+      handle = await this.rotate();
+    }
     this.dirty = true;
     await writeFully(handle, data);
     await handle.datasync();
     this.goodLength += data.length;
+    this.totalBytes += data.length;
     this.dirty = false;
+  }
+
+  /** Starts the next numbered file; the full one is closed as it is (files are never renamed). */
+  private async rotate(): Promise<FileHandle> {
+    await this.reopen();
+    const next = { name: deadLetterFileName(this.current.number + 1), number: this.current.number + 1 };
+    const handle = await open(join(this.dir, next.name), 'a+');
+    try {
+      // The new name must survive a crash like the entries written into it.
+      await fsyncDir(this.dir);
+    } catch (err) {
+      await handle.close().catch(() => {});
+      throw err;
+    }
+    this.handle = handle;
+    this.current = next;
+    this.goodLength = 0;
+    this.dirty = false;
+    return handle;
+  }
+
+  /** Closes the current file, so the next open() measures the files and picks the current one again. */
+  private async reopen(): Promise<void> {
+    const handle = this.handle;
+    this.handle = undefined;
+    await handle?.close();
   }
 
   /**
@@ -185,6 +269,13 @@ export class DeadLetterWriter {
   private async open(): Promise<FileHandle> {
     if (this.handle) return this.handle;
     const created = await mkdir(this.dir, { recursive: true });
+    if (this.options.finishInterruptedReplay && !this.interruptedReplayChecked) {
+      await finishInterruptedReplay(this.dir, this.options.log);
+      this.interruptedReplayChecked = true;
+    }
+    // Appends go to the last file in write order (the first one when there is none).
+    const last = (await listDeadLetterFiles(this.dir)).at(-1);
+    if (last) this.current = last;
     const handle = await open(this.file, 'a+');
     try {
       // The file (and the folder, when it was just made) must survive a crash like the entries:
@@ -203,6 +294,7 @@ export class DeadLetterWriter {
       }
       this.goodLength = complete;
       this.dirty = false;
+      this.totalBytes = await deadLetterBytes(this.dir);
     } catch (err) {
       await handle.close().catch(() => {});
       throw err;
@@ -212,12 +304,22 @@ export class DeadLetterWriter {
   }
 
   private noteFailure(err: unknown): void {
-    const error = ioErrorText(err);
-    if (this.blocked) {
+    const full = err instanceof DeadLetterFilesFull;
+    const error = full ? err.message : ioErrorText(err);
+    const code = full ? 'LF_DEAD_LETTER_FULL' : 'LF_DEAD_LETTER_BLOCKED';
+    if (this.blocked?.code === code) {
       this.blocked.error = error;
       return;
     }
-    this.blocked = { since: Date.now(), waited: this.pending.length, error };
+    const since = this.blocked?.since ?? Date.now();
+    this.blocked = { since, waited: this.pending.length, error, code };
+    if (full) {
+      this.options.log?.warn(
+        `the dead-letter files reached dead_letter.max_bytes (${err.limit} bytes under ${this.dir}); the records wait, unacknowledged, and reading pauses when the buffer is full. Nothing is dropped. Make room: stop this run and send the dead letters again with logferry dead-letter replay once their cause is fixed, or move dead-letter files out of ${this.dir}, or raise dead_letter.max_bytes: the writes are retried and the pipeline resumes by itself`,
+        { code, dir: this.dir, bytes: err.total, max_bytes: err.limit, waiting: this.pending.length },
+      );
+      return;
+    }
     this.options.log?.warn(
       `cannot write dead letters (${error}); the records wait, unacknowledged, and reading pauses when the buffer is full. Free space or fix permissions under ${this.dir}: the writes are retried and the pipeline resumes by itself`,
       { code: 'LF_DEAD_LETTER_BLOCKED', file: this.file, waiting: this.pending.length },
@@ -227,8 +329,8 @@ export class DeadLetterWriter {
   private noteRecovered(): void {
     const blocked = this.blocked!;
     this.blocked = undefined;
-    this.options.log?.info('dead letters are written again', {
-      code: 'LF_DEAD_LETTER_BLOCKED',
+    this.options.log?.info(blocked.code === 'LF_DEAD_LETTER_FULL' ? 'dead letters are written again: there is room under dead_letter.max_bytes' : 'dead letters are written again', {
+      code: blocked.code,
       waited: blocked.waited,
       blocked_ms: Date.now() - blocked.since,
     });
@@ -272,8 +374,6 @@ export class DeadLetterWriter {
   }
 }
 
-const DEAD_LETTER_FILE = 'dead-letters.ndjson';
-
 /** The length of the file up to and including its last newline (0 when it has none). */
 async function completeLength(handle: FileHandle, size: number): Promise<number> {
   const chunk = Buffer.allocUnsafe(64 * 1024);
@@ -308,6 +408,9 @@ export function toEntry(input: DeadLetterInput, options: DeadLetterOptions = {})
   if (input.origin.file !== undefined) entry.file = input.origin.file;
   if (input.origin.offset !== undefined) entry.offset = input.origin.offset;
   if (input.doc) {
+    if (input.kind !== undefined) entry.kind = input.kind;
+    if (input.key !== undefined) entry.key = input.key;
+    if (input.receivedDigest !== undefined) entry.received_digest = input.receivedDigest;
     // A document built by a plugin is not bounded by max_depth (nor free of cycles or BigInts): if it
     // cannot be written, the entry says so instead of failing, so the record still gets its dead letter.
     try {
@@ -330,29 +433,31 @@ export function toEntry(input: DeadLetterInput, options: DeadLetterOptions = {})
   return entry;
 }
 
-/** Reads every dead letter under a data dir (for `logferry dead-letter list`). */
+/** Reads every dead letter under a data dir, in write order (for `logferry dead-letter list` and `show`). */
 export async function readDeadLetters(dataDir: string): Promise<DeadLetterEntry[]> {
-  const dir = DeadLetterWriter.dirFor(dataDir);
-  let names: string[];
-  try {
-    names = (await readdir(dir)).filter((n) => n.endsWith('.ndjson')).sort();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
   const entries: DeadLetterEntry[] = [];
-  for (const name of names) {
-    const text = await readFile(join(dir, name), 'utf8');
-    for (const line of text.split('\n')) {
-      if (line.trim() === '') continue;
-      try {
-        entries.push(JSON.parse(line) as DeadLetterEntry);
-      } catch {
-        // A torn last line after a crash during append: the record was not acknowledged, so it
-        // will be dead-lettered again from the source; skip the fragment.
-      }
-    }
-  }
+  for (const { entry } of await readDeadLetterEntries(DeadLetterWriter.dirFor(dataDir))) entries.push(entry);
   return entries;
 }
 
+/**
+ * Every dead letter with the line it is, in write order, without those an interrupted replay
+ * already confirmed (they are removed when the next replay or run starts). A line that is not JSON
+ * (a torn fragment) is skipped: its record was not acknowledged and is dead-lettered again.
+ */
+export async function readDeadLetterEntries(dir: string): Promise<{ line: DeadLetterLine; entry: DeadLetterEntry }[]> {
+  const confirmed = await readReplayProgress(dir);
+  const out: { line: DeadLetterLine; entry: DeadLetterEntry }[] = [];
+  for (const { name } of await listDeadLetterFiles(dir)) {
+    const gone = confirmed.get(name);
+    for (const line of await readDeadLetterFile(dir, name)) {
+      if (gone?.get(line.offset) === line.id) continue;
+      try {
+        out.push({ line, entry: JSON.parse(line.text) as DeadLetterEntry });
+      } catch {
+        // Not an entry: skipped, as above.
+      }
+    }
+  }
+  return out;
+}

@@ -47,6 +47,24 @@ export interface PipelineOptions {
    * sends them) and the summary names the sinks (`heldBy`). Unset: wait for as long as it takes.
    */
   maxWaitMs?: number;
+  /**
+   * The pipeline runs a `logferry dead-letter replay` (see GraphEntry): its dead-letter writer does
+   * not finish an interrupted replay (this replay owns the progress file) and does not hold at
+   * dead_letter.max_bytes (the entries it writes replace the ones the replay removes).
+   */
+  replaying?: boolean;
+}
+
+/**
+ * Where `logferry dead-letter replay` puts records back into the graph instead of sources: at a
+ * transform (it runs on the record, then what follows it) or at a sink (that sink only). The
+ * budget, acknowledgement (`onFinal`), sink states, retries and dead letters are those of `run`.
+ */
+export interface GraphEntry {
+  /** Aborted when the run ends early (a stop, --max-wait gave up, a fatal error): emit no more. */
+  readonly signal: AbortSignal;
+  /** Resolves once the record has its place in the budget; `onFinal` as in SourceContext.emit. */
+  emit(componentId: string, record: LogRecord, bytes: number, onFinal: () => void): Promise<void>;
 }
 
 export interface RunSummary {
@@ -157,6 +175,8 @@ export class Pipeline {
   /** Stops retries inside sinks and transforms (last step, or when the drain times out). */
   private readonly componentAbort = new AbortController();
   private readonly consumers = new Map<string, Consumer[]>();
+  /** Every transform and sink by id: where a GraphEntry puts a record. */
+  private readonly consumerById = new Map<string, Consumer>();
   private readonly sources = new Map<string, Source>();
   private readonly sinks = new Map<string, { sink: Sink; channel: Channel<Delivery>; state: SinkState; running?: Promise<void> }>();
   private pool: RecordPool | undefined;
@@ -201,6 +221,9 @@ export class Pipeline {
       log: this.log,
       // Stops retrying a blocked dead letter when the pipeline stops: its record stays unacknowledged.
       signal: this.componentAbort.signal,
+      maxFileBytes: config.deadLetterMaxFileBytes,
+      maxBytes: options.replaying ? undefined : config.deadLetterMaxBytes,
+      finishInterruptedReplay: !options.replaying,
     });
   }
 
@@ -262,6 +285,7 @@ export class Pipeline {
   }
 
   private addConsumer(c: ComponentConfig, consumer: Consumer): void {
+    this.consumerById.set(c.id, consumer);
     for (const input of c.inputs) {
       const list = this.consumers.get(input) ?? [];
       list.push(consumer);
@@ -358,7 +382,8 @@ export class Pipeline {
     });
   }
 
-  async run(): Promise<RunSummary> {
+  /** `feed`: a dead-letter replay puts the records in through a GraphEntry, and the sources are not started. */
+  async run(feed?: (entry: GraphEntry) => Promise<void>): Promise<RunSummary> {
     const started = Date.now();
     for (const [id, entry] of this.sinks) {
       entry.running = entry.sink.run(entry.channel).catch((err: unknown) => this.fail(err, `sink ${id} failed`));
@@ -367,7 +392,7 @@ export class Pipeline {
     const checkpointTimer = setInterval(() => void this.checkpointSaver.save(), this.config.checkpointIntervalMs);
     checkpointTimer.unref();
 
-    const sourceRuns = [...this.sources].map(async ([id, source]) => {
+    const sourceRuns = feed ? [this.runFeed(feed)] : [...this.sources].map(async ([id, source]) => {
       const c = this.config.sources.find((s) => s.id === id)!;
       try {
         // Inside the try: a checkpoint that cannot be read (EACCES, EISDIR) fails the source like
@@ -415,6 +440,34 @@ export class Pipeline {
       problems.push({ code: 'LF_CHECKPOINT_FAILED', message: `the checkpoint of source ${source} could not be saved (${this.checkpoints.fileFor(source)}: ${error})` });
     }
     return { abandoned, durationMs: Date.now() - started, problems, heldBy: this.heldBy };
+  }
+
+  private async runFeed(feed: (entry: GraphEntry) => Promise<void>): Promise<void> {
+    const signal = this.sourceAbort.signal;
+    const entry: GraphEntry = {
+      signal,
+      emit: (componentId, record, bytes, onFinal) => {
+        const consumer = this.consumerById.get(componentId);
+        if (!consumer) return Promise.reject(new LogferryError('LF_REPLAY_FAILED', `the pipeline has no transform or sink ${componentId}`));
+        const charge = recordCharge(bytes);
+        const admit = (): void => {
+          const finalizer = this.startRecord(charge, onFinal);
+          this.countIn(bytes);
+          this.guarded(componentId, record.origin, finalizer, () => this.consume(consumer, record, finalizer), record.doc);
+          finalizer.release();
+        };
+        if (this.budget.tryAcquire(charge)) {
+          admit();
+          return SETTLED;
+        }
+        return this.budget.acquire(charge, signal).then(admit);
+      },
+    };
+    try {
+      await feed(entry);
+    } catch (err) {
+      if (!signal.aborted) this.fail(err, 'the replay failed', 'LF_REPLAY_FAILED');
+    }
   }
 
   private fail(err: unknown, what: string, code: ErrorCode = 'LF_SINK_FAILED'): void {
@@ -654,7 +707,8 @@ export class Pipeline {
         this.deliverTo(event.sink, this.sinks.get(event.sink)!.channel, record, finalizer);
       } else if (event.kind === 'dead_letter') {
         const doc = event.docJson === undefined ? undefined : (JSON.parse(event.docJson) as JsonObject);
-        this.deadLetterDoc(origin, doc, event.component, event.code, event.reason, finalizer);
+        const replay = { kind: outcome.recordKind, key: event.key, receivedDigest: outcome.receivedDigest };
+        this.deadLetterDoc(origin, doc, event.component, event.code, event.reason, finalizer, replay);
       } else {
         this.countDropped(event.transform);
       }
@@ -714,32 +768,35 @@ export class Pipeline {
   private dispatch(fromId: string, record: LogRecord, finalizer: Finalizer): void {
     const consumers = this.consumers.get(fromId);
     if (!consumers) return;
-    for (const consumer of consumers) {
-      if (consumer.kind === 'sink') {
-        this.deliverTo(consumer.id, consumer.channel, record, finalizer);
-        continue;
-      }
-      let result: TransformResult | Promise<TransformResult>;
-      try {
-        result = consumer.transform.process(record);
-      } catch (err) {
-        this.transformFailed(consumer.id, record, err, finalizer);
-        continue;
-      }
-      if (isThenable(result)) {
-        finalizer.retain();
-        // Whatever happens after the transform answers (the records it returned going on through
-        // the graph) is guarded too: a throw there must not become an unhandled rejection.
-        Promise.resolve(result)
-          .then(
-            (r) => this.guarded(consumer.id, record.origin, finalizer, () => this.forward(consumer.id, record, r, finalizer), record.doc),
-            (err: unknown) => this.transformFailed(consumer.id, record, err, finalizer),
-          )
-          .catch((err: unknown) => this.log.error('could not dead-letter a record', { component: consumer.id, error: errorMessage(err) }))
-          .finally(() => finalizer.release());
-      } else {
-        this.forward(consumer.id, record, result, finalizer);
-      }
+    for (const consumer of consumers) this.consume(consumer, record, finalizer);
+  }
+
+  /** One consumer takes the record: a sink gets a delivery, a transform runs and passes on what it returns. */
+  private consume(consumer: Consumer, record: LogRecord, finalizer: Finalizer): void {
+    if (consumer.kind === 'sink') {
+      this.deliverTo(consumer.id, consumer.channel, record, finalizer);
+      return;
+    }
+    let result: TransformResult | Promise<TransformResult>;
+    try {
+      result = consumer.transform.process(record);
+    } catch (err) {
+      this.transformFailed(consumer.id, record, err, finalizer);
+      return;
+    }
+    if (isThenable(result)) {
+      finalizer.retain();
+      // Whatever happens after the transform answers (the records it returned going on through
+      // the graph) is guarded too: a throw there must not become an unhandled rejection.
+      Promise.resolve(result)
+        .then(
+          (r) => this.guarded(consumer.id, record.origin, finalizer, () => this.forward(consumer.id, record, r, finalizer), record.doc),
+          (err: unknown) => this.transformFailed(consumer.id, record, err, finalizer),
+        )
+        .catch((err: unknown) => this.log.error('could not dead-letter a record', { component: consumer.id, error: errorMessage(err) }))
+        .finally(() => finalizer.release());
+    } else {
+      this.forward(consumer.id, record, result, finalizer);
     }
   }
 
@@ -793,12 +850,21 @@ export class Pipeline {
    * (disk full), the record stays unacknowledged so it is read again after a restart.
    */
   deadLetterRecord(record: LogRecord, component: string, code: string, reason: string, finalizer: Finalizer): void {
-    this.deadLetterDoc(record.origin, record.doc, component, code, reason, finalizer);
+    const replay = { kind: record.kind, key: record.key, receivedDigest: record.receivedDigest };
+    this.deadLetterDoc(record.origin, record.doc, component, code, reason, finalizer, replay);
   }
 
-  private deadLetterDoc(origin: RecordOrigin, doc: JsonObject | undefined, component: string, code: string, reason: string, finalizer: Finalizer): void {
+  private deadLetterDoc(
+    origin: RecordOrigin,
+    doc: JsonObject | undefined,
+    component: string,
+    code: string,
+    reason: string,
+    finalizer: Finalizer,
+    replay: Pick<DeadLetterInput, 'kind' | 'key' | 'receivedDigest'>,
+  ): void {
     this.log.warn('record sent to the dead letters', { component, code, reason, file: origin.file, offset: origin.offset });
-    this.writeDeadLetter({ code, reason, component, origin, doc }, finalizer);
+    this.writeDeadLetter({ code, reason, component, origin, doc, ...replay }, finalizer);
   }
 }
 

@@ -43,7 +43,7 @@ export interface PoolTask {
 export type PoolEvent =
   | { readonly kind: 'deliver'; readonly sink: string; readonly key?: string; readonly body: Uint8Array; readonly gzip?: Uint8Array }
   /** `docJson` is missing when the document could not be serialized (the dead letter says why). */
-  | { readonly kind: 'dead_letter'; readonly component: string; readonly code: string; readonly reason: string; readonly docJson?: string | undefined }
+  | { readonly kind: 'dead_letter'; readonly component: string; readonly code: string; readonly reason: string; readonly docJson?: string | undefined; readonly key?: string | undefined }
   | { readonly kind: 'dropped'; readonly transform: string };
 
 export type PoolOutcome =

@@ -124,7 +124,7 @@ async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: 
 /** A dead letter at `component`; a document that cannot be serialized is left out, and the reason says so. */
 function deadLetterEvent(component: string, code: string, reason: string, record: LogRecord): PoolEvent {
   try {
-    return { kind: 'dead_letter', component, code, reason, docJson: deadLetterJson(record.doc) };
+    return { kind: 'dead_letter', component, code, reason, docJson: deadLetterJson(record.doc), key: record.key };
   } catch (err) {
     return { kind: 'dead_letter', component, code, reason: `${reason} (the document could not be written into the dead letter: ${errorMessage(err)})` };
   }

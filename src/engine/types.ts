@@ -271,6 +271,14 @@ export interface DeadLetterInput {
   text?: string;
   /** The record, when it parsed: written with mask_data and every redact field and pattern applied. */
   doc?: JsonObject;
+  /**
+   * With `doc`, what `logferry dead-letter replay` needs to send the record again as it was: its
+   * kind, its key (set by path_format; a sink writes the replayed record at the same key) and its
+   * receivedDigest (so a key computed again from the digest is the same too).
+   */
+  kind?: RecordKind;
+  key?: string;
+  receivedDigest?: string;
   /** A line that was not valid UTF-8, as base64; kept only like `text`. */
   rawBase64?: string;
   /** Length and hash of the line at `origin` (its bytes as read). */
