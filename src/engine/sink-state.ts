@@ -43,6 +43,9 @@ export const REMINDER_INTERVAL_MS = 3 * 60_000;
 /** Backoff between probes of a failing destination when the sink has no retry options of its own. */
 export const PROBE_BACKOFF: BackoffOptions = { initial_backoff_ms: 100, max_backoff_ms: 30_000 };
 
+/** Failed probes in a row before a `retrying` (not blocked) destination is logged as failing. */
+export const ANNOUNCE_AFTER_PROBES = 3;
+
 type Turn = 'go' | 'aborted' | 'expired';
 
 /**
@@ -63,6 +66,8 @@ export class SinkState {
   private failedAttempts = 0;
   /** Failed attempts of the probe since the state began: the backoff's exponent. */
   private probes = 0;
+  /** The current failing state was logged (so its recovery and reminders are too). */
+  private announced = false;
   private pending = 0;
   /** The delivery that probes the failing destination; the others wait for it. */
   private prober: object | undefined;
@@ -155,7 +160,7 @@ export class SinkState {
     this.failedAttempts = 0;
     clearInterval(this.reminder);
     this.reminder = undefined;
-    if (!this.quiet) {
+    if (!this.quiet && this.announced) {
       this.log.info('the destination answers again; held records are being delivered', {
         code: 'LF_DESTINATION_FAILING',
         was: failing.state,
@@ -176,28 +181,37 @@ export class SinkState {
     if (this.prober === undefined) this.prober = caller;
     const state: SinkStateName = failure.blocked ? 'blocked' : 'retrying';
     const entering = this.state === 'healthy';
-    if (entering) this.probes = 0;
+    if (entering) {
+      this.probes = 0;
+      this.announced = false;
+      this.sinceMs = Date.now();
+      this.reminder = setInterval(() => this.remind(), this.reminderMs).unref();
+    }
     this.failedAttempts++;
     this.reason = failure.reason;
     if (failure.advice !== undefined) this.advice = failure.advice;
-    if (entering || state !== this.state) {
-      this.state = state;
-      if (entering) this.sinceMs = Date.now();
-      if (entering) this.reminder = setInterval(() => this.remind(), this.reminderMs).unref();
-      if (!this.quiet) {
-        const verb = state === 'blocked' ? 'is blocked' : 'is failing';
-        this.log.warn(
-          `the destination ${verb}; the sink holds its records (none is acknowledged or dead-lettered), reading pauses when the buffer is full, and it is probed until it answers${this.advice ? `. Check: ${this.advice}` : ''}`,
-          { code: 'LF_DESTINATION_FAILING', state, reason: failure.reason, held_records: this.pending },
-        );
-      }
-      this.changed();
+    const changed = entering || state !== this.state;
+    this.state = state;
+    if (this.prober === caller) this.probes++;
+    // A lone 503 or dropped connection that the next attempt gets past is routine (a debug line in
+    // the sink): the operator hears of an outage once it needs an operator (blocked) or outlasts
+    // a few probes, and then once, not per flap of a flaky receiver.
+    const worthSaying = state === 'blocked' || this.probes >= ANNOUNCE_AFTER_PROBES;
+    if (!this.quiet && worthSaying && (!this.announced || (changed && !entering))) {
+      this.announced = true;
+      const verb = state === 'blocked' ? 'is blocked' : 'is failing';
+      this.log.warn(
+        `the destination ${verb}; the sink holds its records (none is acknowledged or dead-lettered), reading pauses when the buffer is full, and it is probed until it answers${this.advice ? `. Check: ${this.advice}` : ''}`,
+        { code: 'LF_DESTINATION_FAILING', state, reason: failure.reason, held_records: this.pending },
+      );
     }
+    if (changed) this.changed();
     // The other deliveries that were in flight when it started failing go and wait at the gate;
     // only the probe's attempts grow the backoff, so a short outage is not waited out for long.
     if (this.prober !== caller) return 0;
-    return backoffDelay(this.probes++, backoff);
+    return backoffDelay(this.probes - 1, backoff);
   }
+
 
   /** `caller` stops trying (shutdown, or its record expired): another waiting delivery takes the probe. */
   leave(caller: object): void {
@@ -214,7 +228,7 @@ export class SinkState {
   }
 
   private remind(): void {
-    if (this.quiet || this.state === 'healthy') return;
+    if (this.quiet || this.state === 'healthy' || !this.announced) return;
     this.log.warn('the destination is still failing; records are held', {
       code: 'LF_DESTINATION_FAILING',
       state: this.state,

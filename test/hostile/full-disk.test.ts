@@ -323,7 +323,7 @@ describe('full disk', () => {
 
     const run = startCli(['run', '-c', config, '--once'], { cwd: dir }, disk);
     try {
-      await waitFor(() => run.stderr().includes('cannot write documents'), 20_000, 'the sink warning');
+      await waitFor(() => run.stderr().includes('the destination is blocked'), 20_000, 'the sink warning');
       // Nothing acknowledged: the checkpoint stays at the start. Give it a few checkpoint intervals.
       for (let i = 0; i < 5; i++) {
         await new Promise((r) => setTimeout(r, 100));
@@ -336,8 +336,9 @@ describe('full disk', () => {
     } finally {
       run.child.kill('SIGKILL');
     }
-    expect(count(run.stderr(), 'cannot write documents')).toBe(1);
-    expect(run.stderr()).toContain('documents are written again');
+    expect(count(run.stderr(), 'the destination is blocked')).toBe(1);
+    expect(run.stderr()).toContain('ENOSPC');
+    expect(run.stderr()).toContain('the destination answers again');
     for (const id of ids) expect((JSON.parse(await readFile(join(out, jobKey(id)), 'utf8')) as { title: string }).title).toHaveLength(6000);
     expect(await savedOffset(dataDir)).toBe(Buffer.byteLength(jobs));
   });

@@ -63,28 +63,27 @@ describe('http sink, end to end through the CLI', () => {
     expect(proxy.faultsByKind.status ?? 0).toBeGreaterThan(0);
     expect(proxy.faultsByKind.drop ?? 0).toBeGreaterThan(0);
     expect(proxy.faultsByKind.delay ?? 0).toBeGreaterThan(0);
-    expect(result.stderr).toContain('retrying');
     expect(await readDeadLetters(join(dir, 'data'))).toEqual([]);
   });
 
-  it('sends permanently refused batches to the dead letters with the status and keeps shipping the rest', async () => {
+  it('sends batches refused for their body (400) to the dead letters with the status and keeps shipping the rest', async () => {
     const dir = await scratch(cleanup);
     const include = await jobsFile(dir, 200);
     const poisoned = FIRST + 42;
     const { receiver } = await receiverBehindProxy();
     const proxy = await startFaultProxy({
       upstream: receiver.url,
-      plan: faultPlans.rejectWhen((request) => request.ids.includes(poisoned), 403, '{"error":"forbidden by policy"}'),
+      plan: faultPlans.rejectWhen((request) => request.ids.includes(poisoned), 400, '{"error":"malformed record"}'),
     });
     servers.push(proxy);
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include, out: '', sinks: httpSinkYaml(proxy.url + '/ingest') }));
     const result = await runCli(['run', '-c', config, '--once'], { cwd: dir });
-    expect(result.code, result.stderr).toBe(0);
+    expect(result.code, result.stderr).toBe(65);
     const dead = await readDeadLetters(join(dir, 'data'));
     const deadIds = dead.map((d) => (JSON.parse(d.text!) as { id: number }).id);
     expect(deadIds).toContain(poisoned);
-    expect(dead[0]!.reason).toContain('403');
-    expect(dead[0]!.reason).toContain('forbidden by policy');
+    expect(dead[0]!.reason).toContain('400');
+    expect(dead[0]!.reason).toContain('malformed record');
     // Only the batch that carried the refused record is lost to the dead letters.
     expect(dead.length).toBeLessThanOrEqual(50);
     expect(missing([...receiver.ids(), ...deadIds], 200)).toEqual([]);
@@ -110,7 +109,7 @@ describe('http sink, end to end through the CLI', () => {
     expect(result.code).toBe(65);
     expect(receiver.requests.length).toBeGreaterThan(0);
     expect(receiver.requests[0]!.headers.authorization).toBe(`Bearer ${token}`);
-    expect(result.stderr).toContain('gave up');
+    expect(result.stderr).toContain('LF_SINK_RETRY_EXPIRED');
     expect(result.stderr).not.toContain(token);
     const dead = await readDeadLetters(join(dir, 'data'));
     expect(dead.length).toBe(20);

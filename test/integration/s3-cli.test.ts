@@ -1,6 +1,6 @@
 import { appendFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readDeadLetters } from '../../src/engine/dead-letters.js';
 import { faultPlans, startFaultProxy } from '../../src/testkit/index.js';
@@ -86,7 +86,7 @@ describe('s3 sink, end to end through the CLI', () => {
     expect(expected.filter((key) => !found.has(key))).toEqual([]);
   });
 
-  it('sends records to the dead letters when the bucket does not exist, saying what to check, and exits 0', async () => {
+  it('holds the records when the bucket does not exist, saying what to check; --once gives up with 75 and the next run ships them', async () => {
     const dir = await scratch(cleanup);
     const s3 = await startS3([]);
     servers.push({ close: () => s3.stop() });
@@ -95,13 +95,19 @@ describe('s3 sink, end to end through the CLI', () => {
     let text = '';
     for (let i = 0; i < 5; i++) text += JSON.stringify(makeJob(FIRST + i)) + '\n';
     await appendFile(join(logs, 'jobs.ndjson'), text);
-    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out: '', sinks: s3SinkYaml(s3.endpoint, 'no-such-bucket') }));
-    const result = await runCli(['run', '-c', config, '--once'], { cwd: dir, env });
-    expect(result.code, result.stderr).toBe(0);
-    const dead = await readDeadLetters(join(dir, 'data'));
-    expect(dead).toHaveLength(5);
-    expect(dead[0]!.reason).toMatch(/404 NoSuchBucket/);
-    expect(dead[0]!.reason).toContain('no-such-bucket');
+    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out: '', sinks: s3SinkYaml(s3.endpoint, 'late-bucket') }));
+    const result = await runCli(['run', '-c', config, '--once', '--max-wait', '1'], { cwd: dir, env });
+    expect(result.code, result.stderr).toBe(75);
+    expect(await readDeadLetters(join(dir, 'data'))).toEqual([]);
     expect(result.stderr).toMatch(/NoSuchBucket/);
+    expect(result.stderr).toContain('bucket "late-bucket" does not exist');
+    expect(result.stderr).toContain('LF_DESTINATION_HELD');
+
+    await s3.client.send(new CreateBucketCommand({ Bucket: 'late-bucket' }));
+    const second = await runCli(['run', '-c', config, '--once'], { cwd: dir, env });
+    expect(second.code, second.stderr).toBe(0);
+    const expected = Array.from({ length: 5 }, (_, i) => `ferry/${jobKey(FIRST + i)}`);
+    const found = await existingKeys(s3.client, 'late-bucket', expected);
+    expect(expected.filter((key) => !found.has(key))).toEqual([]);
   });
 });
