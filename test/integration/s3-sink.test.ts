@@ -8,7 +8,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { LogFields, Logger } from '../../src/engine/logger.js';
 import { silentLogger } from '../../src/engine/logger.js';
 import { Metrics } from '../../src/engine/metrics.js';
-import type { ComponentContext, Delivery, JsonObject, LogRecord } from '../../src/engine/types.js';
+import type { Delivery, JsonObject, LogRecord, SinkContext } from '../../src/engine/types.js';
+import { SinkState } from '../../src/engine/sink-state.js';
 import { s3Sink, s3SinkSchema } from '../../src/sinks/s3.js';
 import { closedPort, startS3, startS3Proxy, type ProxyAnswer, type S3Proxy, type S3Server } from '../helpers/s3.js';
 
@@ -119,12 +120,14 @@ async function runSink(options: Record<string, unknown>, records: LogRecord[], s
   const outcome: Outcome = { delivered: [], rejected: [] };
   const logs: LogLine[] = [];
   const metrics = new Metrics();
-  const ctx: ComponentContext = {
+  const log = captureLogger(logs);
+  const ctx: SinkContext = {
     id: 'archive',
-    log: captureLogger(logs),
+    log,
     metrics,
     signal,
     dataDir: join(tmpdir(), 'logferry-s3-test-unused'),
+    state: new SinkState('archive', log),
   };
   const parsed = s3SinkSchema.parse({ bucket: BUCKET, endpoint: s3.endpoint, force_path_style: true, ...options });
   const sink = await s3Sink.build(parsed, ctx);
@@ -288,27 +291,30 @@ describe('s3 sink against s3rver', () => {
     expect((await getObject(s3.client, 'big/retried.json')).body.equals(Buffer.from(JSON.stringify(doc)))).toBe(true);
   });
 
-  it('rejects every record for a bucket that does not exist, naming bucket and region', async () => {
+  it('holds every record for a bucket that does not exist, saying once to check bucket and region; with max_duration_s set they expire', async () => {
     const records = [record({ id: 1, flow_id: 1 }, 'a.json'), record({ id: 2, flow_id: 1 }, 'b.json')];
     const { outcome, logs } = await runSink({ bucket: 'no-such-bucket', retry: fast }, records);
     expect(outcome.delivered).toEqual([]);
     expect(outcome.rejected).toHaveLength(2);
     for (const r of outcome.rejected) {
-      expect(r.code).toBe('LF_SINK_REJECTED');
-      expect(r.reason).toBe('404 NoSuchBucket: bucket "no-such-bucket" does not exist in region us-east-1 — check bucket and region');
+      expect(r.code).toBe('LF_SINK_RETRY_EXPIRED');
+      expect(r.reason).toBe('the destination still failed after retry.max_duration_s (1s): 404 NoSuchBucket: The specified bucket does not exist');
     }
-    // The explanation is logged once per kind of error, not once per record.
-    expect(logs.filter((l) => l.level === 'warn')).toHaveLength(1);
+    // The explanation is logged once for the outage, not once per record or attempt.
+    const failing = logs.filter((l) => l.fields?.code === 'LF_DESTINATION_FAILING');
+    expect(failing).toHaveLength(1);
+    expect(failing[0]!.msg).toContain('bucket and region: bucket "no-such-bucket" does not exist in region us-east-1');
   });
 
-  it('rejects records when the credentials are refused, saying to check them', async () => {
+  it('holds records when the credentials are refused, saying to check them, without logging the key', async () => {
     process.env.AWS_ACCESS_KEY_ID = 'NOT-A-KEY';
     try {
       const { outcome, logs } = await runSink({ retry: fast }, [record({ id: 3, flow_id: 1 }, 'creds.json')]);
       expect(outcome.delivered).toEqual([]);
-      expect(outcome.rejected).toEqual([
-        { key: 'creds.json', code: 'LF_SINK_REJECTED', reason: expect.stringMatching(/^403 InvalidAccessKeyId: the credentials were refused — check the credentials.*AWS_ACCESS_KEY_ID/) },
-      ]);
+      expect(outcome.rejected).toEqual([{ key: 'creds.json', code: 'LF_SINK_RETRY_EXPIRED', reason: expect.stringContaining('403 InvalidAccessKeyId') }]);
+      const failing = logs.filter((l) => l.fields?.code === 'LF_DESTINATION_FAILING');
+      expect(failing).toHaveLength(1);
+      expect(failing[0]!.msg).toMatch(/the credentials were refused.*AWS_ACCESS_KEY_ID/);
       expect(JSON.stringify(logs)).not.toContain('NOT-A-KEY');
       expect(JSON.stringify(logs)).not.toContain(ENV.AWS_SECRET_ACCESS_KEY);
     } finally {
@@ -316,29 +322,25 @@ describe('s3 sink against s3rver', () => {
     }
   });
 
-  it('rejects only the records S3 refuses and delivers the rest', async () => {
+  it('rejects only the objects S3 refuses for themselves and delivers the rest', async () => {
     const proxy = await startS3Proxy(s3.endpoint, (req): ProxyAnswer =>
-      req.url.includes('denied') ? { status: 403, code: 'AccessDenied', message: 'Access Denied' } : 'pass',
+      req.url.includes('refused') ? { status: 400, code: 'KeyTooLongError', message: 'Your key is too long' } : 'pass',
     );
     proxies.push(proxy);
     const records = [
       record({ id: 10, flow_id: 1 }, 'mixed/ok-1.json'),
-      record({ id: 11, flow_id: 1 }, 'mixed/denied-1.json'),
+      record({ id: 11, flow_id: 1 }, 'mixed/refused-1.json'),
       record({ id: 12, flow_id: 1 }, undefined),
       record({ id: 13, flow_id: 1 }, 'mixed/ok-2.json'),
-      record({ id: 14, flow_id: 1 }, 'mixed/denied-2.json'),
+      record({ id: 14, flow_id: 1 }, 'mixed/refused-2.json'),
       record({ id: 15, flow_id: 1 }, 'mixed/ok-3.json'),
     ];
     const { outcome } = await runSink({ endpoint: proxy.endpoint, retry: fast }, records);
     expect(outcome.delivered.sort()).toEqual(['mixed/ok-1.json', 'mixed/ok-2.json', 'mixed/ok-3.json']);
     expect(outcome.rejected.sort((a, b) => a.key.localeCompare(b.key))).toEqual([
       { key: '#2', code: 'LF_RECORD_NO_KEY', reason: expect.stringContaining('path_format') },
-      {
-        key: 'mixed/denied-1.json',
-        code: 'LF_SINK_REJECTED',
-        reason: `403 AccessDenied: check the credentials (AWS_ACCESS_KEY_ID/profile/role) and that the bucket policy allows s3:PutObject on ${BUCKET}/mixed/denied-1.json (Access Denied)`,
-      },
-      { key: 'mixed/denied-2.json', code: 'LF_SINK_REJECTED', reason: expect.stringContaining(`s3:PutObject on ${BUCKET}/mixed/denied-2.json`) },
+      { key: 'mixed/refused-1.json', code: 'LF_SINK_REJECTED', reason: '400 KeyTooLongError: the key mixed/refused-1.json is longer than 1024 bytes: shorten prefix or the path_format template' },
+      { key: 'mixed/refused-2.json', code: 'LF_SINK_REJECTED', reason: expect.stringContaining('400 KeyTooLongError: the key mixed/refused-2.json') },
     ]);
     expect(await listKeys(s3.client, 'mixed/')).toEqual(['mixed/ok-1.json', 'mixed/ok-2.json', 'mixed/ok-3.json']);
   });
@@ -380,12 +382,12 @@ describe('s3 sink against s3rver', () => {
     expect(logs.find((l) => l.msg.includes('retrying'))?.fields?.reason).toMatch(/TimeoutError.*300 ms/);
   });
 
-  it('gives up on a server that is down after max_duration_s', async () => {
+  it('with max_duration_s set, gives up on a server that is down after it (LF_SINK_RETRY_EXPIRED)', async () => {
     const endpoint = `http://127.0.0.1:${await closedPort()}`;
     const { outcome, elapsedMs } = await runSink({ endpoint, retry: fast }, [record({ id: 30, flow_id: 1 }, 'down.json')]);
     expect(outcome.delivered).toEqual([]);
     expect(outcome.rejected).toEqual([
-      { key: 'down.json', code: 'LF_SINK_REJECTED', reason: expect.stringMatching(/^gave up after \d+s and \d+ attempts: ECONNREFUSED/) },
+      { key: 'down.json', code: 'LF_SINK_RETRY_EXPIRED', reason: expect.stringMatching(/^the destination still failed after retry.max_duration_s \(1s\): ECONNREFUSED/) },
     ]);
     expect(elapsedMs).toBeGreaterThanOrEqual(900);
     expect(elapsedMs).toBeLessThan(5000);
@@ -425,7 +427,14 @@ describe('s3 sink against s3rver', () => {
 
 describe('s3 sink logging', () => {
   it('works with the silent logger too', async () => {
-    const ctx: ComponentContext = { id: 's3', log: silentLogger, metrics: new Metrics(), signal: new AbortController().signal, dataDir: tmpdir() };
+    const ctx: SinkContext = {
+      id: 's3',
+      log: silentLogger,
+      metrics: new Metrics(),
+      signal: new AbortController().signal,
+      dataDir: tmpdir(),
+      state: new SinkState('s3', silentLogger),
+    };
     const sink = await s3Sink.build(s3SinkSchema.parse({ bucket: BUCKET, endpoint: s3.endpoint, force_path_style: true }), ctx);
     const outcome: Outcome = { delivered: [], rejected: [] };
     await sink.run(inBatches(deliveriesFor([record({ id: 40, flow_id: 1 }, 'silent.json')], outcome)));
