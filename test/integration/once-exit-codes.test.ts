@@ -177,7 +177,7 @@ describe('run --once exit codes', () => {
     }
     const withoutOnce = await runCli(['run', '-c', 'pipeline.yaml', '--max-wait', '5'], { cwd: dir });
     expect(withoutOnce.code).toBe(2);
-    expect(withoutOnce.stderr).toContain('--max-wait applies to run --once only');
+    expect(withoutOnce.stderr).toContain('--max-wait applies to run --once and dead-letter replay only');
   }, 60_000);
 });
 
