@@ -179,6 +179,7 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
+      tokens: true,
       options: {
         config: { type: 'string', short: 'c' },
         once: { type: 'boolean', default: false },
@@ -201,6 +202,7 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
     throw new UsageError(err instanceof Error ? err.message : String(err));
   }
   const v = parsed.values;
+  refuseMisplacedOptions(parsed.positionals, parsed.tokens ?? []);
   const logFormat = v['log-format'];
   if (logFormat !== 'text' && logFormat !== 'json') throw new UsageError(`--log-format must be text or json, got "${logFormat}"`);
   const logLevel = v['log-level'];
@@ -209,7 +211,7 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
   }
   const maxWait = v['max-wait'];
   const once = v.once ?? false;
-  if (maxWait !== undefined && !once && parsed.positionals[0] !== 'dead-letter') {
+  if (maxWait !== undefined && !once && parsed.positionals[0] === 'run') {
     throw new UsageError('--max-wait applies to run --once and dead-letter replay only: a run without --once holds the records of a failing destination for as long as it fails');
   }
   return {
@@ -227,6 +229,35 @@ function parseCli(argv: string[]): CliOptions & { help: boolean; version: boolea
     version: v.version ?? false,
     positionals: parsed.positionals,
   };
+}
+
+/** The options of each command (beyond -c, --log-format, --log-level, --help, --version, which all take). */
+const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
+  run: ['once', 'max-wait', 'require-healthy'],
+  validate: ['check-destinations'],
+  schema: [],
+  key: [],
+  'dead-letter list': ['json'],
+  'dead-letter show': ['json', 'all'],
+  'dead-letter replay': ['code', 'component', 'since', 'dry-run', 'max-wait'],
+};
+const COMMON_OPTIONS = new Set(['config', 'log-format', 'log-level', 'help', 'version']);
+
+/**
+ * An option given to a command that does not take it is a usage error, not silently ignored:
+ * `run --dry-run` would ship for real, `dead-letter list --code X` would list everything.
+ */
+function refuseMisplacedOptions(positionals: readonly string[], tokens: readonly { kind: string; name?: string }[]): void {
+  const command = positionals[0] === 'dead-letter' ? `dead-letter ${positionals[1] ?? ''}` : positionals[0];
+  const allowed = command === undefined ? undefined : COMMAND_OPTIONS[command];
+  if (allowed === undefined) return; // no or an unknown command: reported with its own message
+  for (const token of tokens) {
+    if (token.kind !== 'option' || token.name === undefined || COMMON_OPTIONS.has(token.name) || allowed.includes(token.name)) continue;
+    const takers = Object.entries(COMMAND_OPTIONS)
+      .filter(([, names]) => names.includes(token.name!))
+      .map(([name]) => name);
+    throw new UsageError(`--${token.name} does not apply to ${command}${takers.length > 0 ? ` (it applies to: ${takers.join(', ')})` : ''}`);
+  }
 }
 
 function version(): string {

@@ -82,10 +82,10 @@ export const pipelineSchema = z
           .number()
           .int()
           .min(4 * KiB)
-          .max(4 * GiB)
+          .max(256 * MiB)
           .default(64 * MiB)
           .describe(
-            'Size of one dead-letter file (4 KiB to 4 GiB): an entry that would make the current file pass it starts the ' +
+            'Size of one dead-letter file (4 KiB to 256 MiB; list, show and replay read a whole file at once): an entry that would make the current file pass it starts the ' +
               'next numbered file (dead-letters.part-0000000001.ndjson, ...; names sort in write order).',
           ),
         max_bytes: z
@@ -97,7 +97,8 @@ export const pipelineSchema = z
           .describe(
             'Size of all dead-letter files together (16 KiB to 1 TiB). When an entry would pass it, the pipeline holds: the ' +
               'record is not acknowledged and reading pauses when the buffer is full (LF_DEAD_LETTER_FULL), until ' +
-              '`logferry dead-letter replay` or removing files makes room. Nothing is dropped.',
+              '`logferry dead-letter replay` or removing files makes room. Nothing is dropped. An entry larger than ' +
+              'max_bytes is still written when the dead letters are empty, so no record can wait for good.',
           ),
       })
       .strict()

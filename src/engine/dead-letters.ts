@@ -124,6 +124,11 @@ export class DeadLetterWriter {
   /** Set while writes fail; cleared (with an info line) once every waiting entry is written. */
   private blocked: { since: number; waited: number; error: string; code: string } | undefined;
 
+  /** Since when (ms since the epoch) entries cannot be written, and why; undefined while they can. */
+  get blockedState(): { since: number; code: string; error: string } | undefined {
+    return this.blocked && { since: this.blocked.since, code: this.blocked.code, error: this.blocked.error };
+  }
+
   constructor(
     private readonly dir: string,
     private readonly options: DeadLetterWriterOptions = {},
@@ -171,9 +176,9 @@ export class DeadLetterWriter {
         attempt = 0;
         this.pending.splice(0, batch.length);
         for (const p of batch) p.resolve();
-        // Room under max_bytes is back as soon as one entry fits (a replay or a removal made it);
-        // a disk error is over once the whole backlog is written.
-        if (this.blocked && (this.pending.length === 0 || this.blocked.code === 'LF_DEAD_LETTER_FULL')) this.noteRecovered();
+        // Over once the whole backlog is written: while it is not, entries that find room are written
+        // one at a time, and saying "recovered" after each would be a pair of lines per entry.
+        if (this.blocked && this.pending.length === 0) this.noteRecovered();
       }
     } finally {
       this.flushing = undefined;
@@ -222,7 +227,8 @@ export class DeadLetterWriter {
       // Measure again: a replay or an operator may have removed files (the current one too) since.
       await this.reopen();
       handle = await this.open();
-      if (this.totalBytes + data.length > maxBytes) throw new DeadLetterFilesFull(this.totalBytes, maxBytes);
+      // An entry larger than max_bytes on its own is written into empty dead letters: it must not wait for good.
+      if (this.totalBytes > 0 && this.totalBytes + data.length > maxBytes) throw new DeadLetterFilesFull(this.totalBytes, maxBytes);
     }
     if (this.goodLength > 0 && this.goodLength + data.length > (this.options.maxFileBytes ?? Infinity)) {
       handle = await this.rotate();

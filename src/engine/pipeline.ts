@@ -359,6 +359,26 @@ export class Pipeline {
     this.drainControl?.endNow();
   }
 
+  /**
+   * `--max-wait` also covers dead letters that cannot be written (disk full, dead_letter.max_bytes):
+   * their records are held like a failing sink's, and a `--once` run must not wait on them for good.
+   */
+  private watchDeadLettersForGiveUp(): NodeJS.Timeout | undefined {
+    const maxWaitMs = this.options.maxWaitMs;
+    if (maxWaitMs === undefined) return undefined;
+    const timer = setInterval(() => {
+      const blocked = this.deadLetters.blockedState;
+      if (!blocked || Date.now() - blocked.since < maxWaitMs || this.stopRequested) return;
+      this.log.error(
+        `dead letters could not be written for ${maxWaitMs / 1000} s (--max-wait): ${blocked.error}; giving up: the records they belong to are not acknowledged and the next run handles them`,
+        { code: blocked.code },
+      );
+      this.endNow('dead letters still blocked after --max-wait');
+    }, Math.min(1000, maxWaitMs));
+    timer.unref();
+    return timer;
+  }
+
   /** `--max-wait`: gives up on a sink that has been failing this long without a break. */
   private watchForGiveUp(id: string, state: SinkState): void {
     const maxWaitMs = this.options.maxWaitMs;
@@ -369,7 +389,8 @@ export class Pipeline {
       if (status.state === 'healthy') return;
       const timer = setTimeout(() => {
         const now = state.status();
-        if (now.state === 'healthy') return;
+        // A failing state with no record behind it (its last one expired) holds nothing to give up on.
+        if (now.state === 'healthy' || now.pendingRecords === 0) return;
         this.heldBy.push(now);
         this.log.error(
           `sink ${id} has been failing for ${maxWaitMs / 1000} s (--max-wait); giving up: its ${now.pendingRecords} records are not acknowledged and the next run sends them`,
@@ -390,6 +411,7 @@ export class Pipeline {
     }
     // Saves are serialized (CheckpointSaver): a tick while a save runs is coalesced into the next one.
     const checkpointTimer = setInterval(() => void this.checkpointSaver.save(), this.config.checkpointIntervalMs);
+    const deadLetterWatch = this.watchDeadLettersForGiveUp();
     checkpointTimer.unref();
 
     const sourceRuns = feed ? [this.runFeed(feed)] : [...this.sources].map(async ([id, source]) => {
@@ -424,6 +446,7 @@ export class Pipeline {
       await sink.close?.().catch((err: unknown) => this.log.error('sink close failed', { sink: id, error: err }));
     }
     clearInterval(checkpointTimer);
+    clearInterval(deadLetterWatch);
     this.poolClosing = true;
     await this.pool?.close();
     this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'pipeline stopped'));

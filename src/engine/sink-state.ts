@@ -121,7 +121,16 @@ export class SinkState {
    */
   turn(caller: object, signal: AbortSignal, deadline = Infinity): Promise<Turn> {
     if (signal.aborted) return Promise.resolve('aborted');
-    if (this.state === 'healthy' || this.prober === caller) return Promise.resolve('go');
+    if (this.state === 'healthy') return Promise.resolve('go');
+    if (this.prober === caller) {
+      // The probe failed and waited out its backoff: if others wait, the oldest probes next and
+      // this one queues behind them. A record that alone gets a failing answer (a WAF refusing its
+      // content) must not keep the probe for good while the others, which would pass, never try.
+      const next = this.waiters.values().next();
+      if (next.done) return Promise.resolve('go');
+      this.prober = undefined;
+      next.value();
+    }
     if (this.prober === undefined) {
       this.prober = caller;
       return Promise.resolve('go');
@@ -152,6 +161,8 @@ export class SinkState {
   answered(caller: object): void {
     if (this.prober === caller) this.prober = undefined;
     if (this.state === 'healthy') return;
+    // A probe asleep in its backoff while another delivery got through must not keep the role into the next outage.
+    this.prober = undefined;
     const failing = { state: this.state, since: this.sinceMs, attempts: this.failedAttempts, reason: this.reason };
     this.state = 'healthy';
     this.sinceMs = Date.now();

@@ -29,6 +29,11 @@ export const retrySchema = z
   })
   .strict();
 
+/** The longest Retry-After honoured when max_backoff_ms is smaller. */
+const MAX_RETRY_AFTER_MS = 5 * 60_000;
+/** setTimeout fires at once beyond this. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export type RetryOptions = z.output<typeof retrySchema>;
 
 export const retryDefaults = (overrides: Partial<RetryOptions> = {}): RetryOptions => ({
@@ -171,7 +176,10 @@ export async function retryUntilFinal(attempt: () => Promise<Verdict>, options: 
       const backoff = state.failed(caller, verdict, retry);
       const remaining = deadline - Date.now();
       if (remaining <= 0) return expired();
-      const delay = Math.min(remaining, Math.max(backoff, verdict.afterMs ?? 0));
+      // A server's Retry-After is honoured up to 5 minutes (or max_backoff_ms when larger): an hour
+      // would hold every record behind one sleeping probe, and beyond 2^31-1 ms a timer fires at once.
+      const asked = Math.min(verdict.afterMs ?? 0, Math.max(retry.max_backoff_ms, MAX_RETRY_AFTER_MS));
+      const delay = Math.min(remaining, Math.max(backoff, asked), MAX_TIMER_MS);
       options.onRetry?.(verdict.reason, tries + 1, delay);
       if (!(await waitOrAbort(delay, signal))) return 'aborted';
     }

@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { relative, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { pathSchema } from '../config/limits.js';
@@ -96,7 +96,11 @@ class FileSink implements Sink {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'unknown';
       const reason = `cannot write ${target}: ${ioErrorText(err)}`;
-      if (RECORD_LEVEL_CODES.has(code)) return { kind: 'record', reason };
+      // ENOTDIR/EEXIST when `path` itself is a file would refuse every record: that is the destination's.
+      if (RECORD_LEVEL_CODES.has(code) && (await isFolder(this.root))) return { kind: 'record', reason };
+      if (RECORD_LEVEL_CODES.has(code)) {
+        return { kind: 'destination', reason, blocked: true, advice: `path: ${this.root} is not a folder` };
+      }
       return { kind: 'destination', reason, blocked: BLOCKING_CODES.has(code), advice: `free space, or fix permissions and mounts under ${this.root}` };
     }
   }
@@ -120,6 +124,14 @@ class FileSink implements Sink {
         example: this.firstPath ? relative(process.cwd(), this.firstPath) : undefined,
       });
     }
+  }
+}
+
+async function isFolder(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
   }
 }
 

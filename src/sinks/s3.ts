@@ -178,6 +178,8 @@ const NETWORK_CODES = new Set([
   'EHOSTDOWN',
 ]);
 
+/** The body arrived damaged or cut off (a proxy, a dropped connection): another attempt sends it again. */
+const BODY_DAMAGED_NAMES = new Set(['InvalidDigest', 'BadDigest', 'IncompleteBody', 'XAmzContentSHA256Mismatch']);
 const CREDENTIAL_NAMES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken', 'ExpiredToken', 'TokenRefreshRequired', 'InvalidSecurity']);
 const REGION_NAMES = new Set(['PermanentRedirect', 'AuthorizationHeaderMalformed', 'IllegalLocationConstraintException']);
 /** Refusals about this object only: its key, its size, its arguments. Every other refusal holds the records. */
@@ -254,7 +256,7 @@ export function classifyS3Error(err: unknown, bucket: string, key: string, regio
 
   const head = `${status} ${name}`;
   // A 2xx that is still an error is a reply the SDK could not read (a proxy's page, a cut-off body).
-  if (isRetryableStatus(status) || RETRYABLE_NAMES.has(name) || status < 300 || name === 'InvalidDigest' || name === 'BadDigest') {
+  if (isRetryableStatus(status) || RETRYABLE_NAMES.has(name) || status < 300 || BODY_DAMAGED_NAMES.has(name)) {
     return {
       kind: 'destination',
       reason: message ? `${head}: ${message}` : head,
