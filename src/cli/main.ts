@@ -142,8 +142,8 @@ Usage:
 Options:
   -c, --config FILE      pipeline YAML
       --once             batch mode for run
-      --max-wait S       with --once: give up on a destination failing for S seconds (default 60);
-                         its records are left for the next run, which exits 75
+      --max-wait S       with --once or dead-letter replay: give up on a destination failing for S
+                         seconds (default 60); this run exits 75 and leaves its records for the next
       --log-format F     text (default) or json
       --log-level L      debug, info (default), warn, error
   -h, --help             this help
