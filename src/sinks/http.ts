@@ -191,6 +191,11 @@ interface Batch {
 
 const NEWLINE = Buffer.from('\n');
 
+function sliceBatch(batch: Batch, from: number, to: number): Batch {
+  const lines = batch.lines.slice(from, to);
+  return { deliveries: batch.deliveries.slice(from, to), lines, bytes: lines.reduce((sum, line) => sum + line.length + 1, 0) };
+}
+
 /**
  * Sends records to an HTTP endpoint, one JSON document per request or NDJSON batches, and
  * acknowledges each record only once the server answered 2xx for the request that carried it.
@@ -270,26 +275,43 @@ export class HttpSink implements Sink {
 
   /** Waits for a free request slot (so a slow server slows the input), then sends in the background. */
   private send(batch: Batch): Promise<void> {
-    return this.limit.run(async () => {
-      const body = await this.encode(batch);
-      const identity = this.identityHeader(batch, body);
-      const verdict = await retryUntilFinal(() => this.attempt(body, identity), {
-        retry: this.options.retry,
-        signal: this.ctx.signal,
-        state: this.ctx.state,
-        onRetry: (reason, attempt, delayMs) =>
-          this.ctx.log.debug('request failed; retrying', { uri: this.target, reason, attempt, records: batch.deliveries.length, retry_in_ms: delayMs }),
-      });
-      // On shutdown the records stay unacknowledged; they are read again after the restart.
-      if (verdict === 'aborted') return;
-      if (verdict.kind === 'ok') {
-        this.delivered += batch.deliveries.length;
-        this.ctx.metrics.bytesOut += batch.bytes;
-      } else {
-        this.warnOnce(verdict.reason);
-      }
-      settleAll(batch.deliveries, verdict);
+    return this.limit.run(() => this.deliver(batch));
+  }
+
+  /**
+   * Sends one batch until it has a final answer. A refusal about the body of a batch of several
+   * records (400, 413, 422) says nothing about which of them is at fault: the batch is split in two
+   * and each half sent on its own, down to single records, so only the refused ones end as dead
+   * letters (and a 413 finds the size that passes).
+   */
+  private async deliver(batch: Batch): Promise<void> {
+    const body = await this.encode(batch);
+    const identity = this.identityHeader(batch, body);
+    const verdict = await retryUntilFinal(() => this.attempt(body, identity), {
+      retry: this.options.retry,
+      signal: this.ctx.signal,
+      state: this.ctx.state,
+      onRetry: (reason, attempt, delayMs) =>
+        this.ctx.log.debug('request failed; retrying', { uri: this.target, reason, attempt, records: batch.deliveries.length, retry_in_ms: delayMs }),
     });
+    // On shutdown the records stay unacknowledged; they are read again after the restart.
+    if (verdict === 'aborted') return;
+    if (verdict.kind === 'ok') {
+      this.delivered += batch.deliveries.length;
+      this.ctx.metrics.bytesOut += batch.bytes;
+    } else if (batch.deliveries.length > 1 && verdict.code === undefined) {
+      this.ctx.log.debug('a batch was refused for its body; sending it in halves to find the records at fault', {
+        uri: this.target,
+        records: batch.deliveries.length,
+        reason: verdict.reason,
+      });
+      const half = Math.ceil(batch.deliveries.length / 2);
+      for (const part of [sliceBatch(batch, 0, half), sliceBatch(batch, half, batch.deliveries.length)]) await this.deliver(part);
+      return;
+    } else {
+      this.warnOnce(verdict.reason);
+    }
+    settleAll(batch.deliveries, verdict);
   }
 
   /**
