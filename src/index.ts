@@ -32,6 +32,7 @@ export { serializeRecord } from './sinks/serialize.js';
 export { documentBody, preparedGzip } from './records/body.js';
 export {
   ConcurrencyLimit,
+  healthcheckEnabledSchema,
   isRetryableStatus,
   parseRetryAfter,
   retrySchema,

@@ -1,4 +1,4 @@
-import { defineSink, definePlugin, httpSinkSchema, HttpSink, retrySchema, urlSecrets, z } from 'logferry';
+import { defineSink, definePlugin, healthcheckEnabledSchema, httpSinkSchema, HttpSink, retrySchema, urlSecrets, z } from 'logferry';
 
 const MINUTE_MS = 60_000;
 
@@ -64,17 +64,9 @@ export const sumoLogicSchema = z
       .strict()
       .prefault({}),
     retry: retrySchema.prefault({}),
-    healthcheck: z
-      .object({
-        enabled: z
-          .boolean()
-          .default(true)
-          .describe(
-            "At start, connect to the collector's host (DNS, TCP, TLS) without sending a request: Sumo Logic has no health endpoint, and any request to the source URL would be ingested as a message.",
-          ),
-      })
-      .strict()
-      .prefault({})
+    healthcheck: healthcheckEnabledSchema(
+      "At start, connect to the collector's host (DNS, TCP, TLS) without sending a request: Sumo Logic has no health endpoint, and any request to the source URL would be ingested as a message.",
+    )
       .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
   .strict();

@@ -34,6 +34,17 @@ const MAX_RETRY_AFTER_MS = 5 * 60_000;
 /** setTimeout fires at once beyond this. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * `healthcheck: { enabled }` of a sink whose check has no options of its own; `what` says what it
+ * checks (shown in the JSON Schema and the docs).
+ */
+export function healthcheckEnabledSchema(what: string) {
+  return z
+    .object({ enabled: z.boolean().default(true).describe(what) })
+    .strict()
+    .prefault({});
+}
+
 export type RetryOptions = z.output<typeof retrySchema>;
 
 export const retryDefaults = (overrides: Partial<RetryOptions> = {}): RetryOptions => ({

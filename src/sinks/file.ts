@@ -5,7 +5,7 @@ import { pathSchema } from '../config/limits.js';
 import { ioErrorText } from '../errors.js';
 import { writeFileAtomic } from '../engine/fs-atomic.js';
 import type { ComponentDefinition, Delivery, HealthcheckResult, Sink, SinkContext } from '../engine/types.js';
-import { ConcurrencyLimit, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
+import { ConcurrencyLimit, healthcheckEnabledSchema, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { serializeRecord } from './serialize.js';
 
 export const fileSinkSchema = z
@@ -20,10 +20,7 @@ export const fileSinkSchema = z
     retry: retrySchema
       .prefault({})
       .describe('Backoff while writes fail for every document (disk full, read-only, permissions): records are held and retried.'),
-    healthcheck: z
-      .object({ enabled: z.boolean().default(true).describe('At start, check that the folder can be created and written.') })
-      .strict()
-      .prefault({}),
+    healthcheck: healthcheckEnabledSchema('At start, check that the folder can be created and written.'),
   })
   .strict();
 

@@ -11,7 +11,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { z } from 'zod';
 import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
 import type { ComponentDefinition, Delivery, HealthcheckResult, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
-import { ConcurrencyLimit, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
+import { ConcurrencyLimit, healthcheckEnabledSchema, isRetryableStatus, parseRetryAfter, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { documentBody, preparedGzip } from '../records/body.js';
 import { urlSecrets } from '../engine/secrets.js';
 
@@ -111,17 +111,9 @@ export const s3SinkSchema = z
       .default(30_000)
       .describe('One request (or one part) that takes longer than this is a failed attempt, retried (at most 10 minutes).'),
     retry: s3RetrySchema,
-    healthcheck: z
-      .object({
-        enabled: z
-          .boolean()
-          .default(true)
-          .describe(
-            'At start, send HeadBucket: a missing bucket, another region, refused credentials or an unreachable endpoint fail the check; a 403 (HeadBucket needs s3:ListBucket, which writing does not) is only a warning.',
-          ),
-      })
-      .strict()
-      .prefault({})
+    healthcheck: healthcheckEnabledSchema(
+      'At start, send HeadBucket: a missing bucket, another region, refused credentials or an unreachable endpoint fail the check; a 403 (HeadBucket needs s3:ListBucket, which writing does not) is only a warning.',
+    )
       .describe('The check at start (run logs it; run --require-healthy and validate --check-destinations exit 69 when it fails).'),
   })
   .strict()

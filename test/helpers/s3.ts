@@ -27,6 +27,9 @@ const S3rver = createRequire(import.meta.url)('s3rver') as new (options: S3rverO
 /** The only key pair s3rver knows. It checks the key id, but not SigV4 signatures (so any secret passes). */
 export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
 
+/** The environment a spawned CLI needs to reach s3rver: its key pair and a region. */
+export const S3RVER_ENV = { AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey, AWS_REGION: 'us-east-1' } as const;
+
 export interface SeenRequest {
   method: string;
   url: string;

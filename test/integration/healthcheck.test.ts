@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, writePipeline } from '../helpers/cli.js';
-import { closedPort, S3RVER_CREDENTIALS, startS3, startS3Proxy } from '../helpers/s3.js';
+import { closedPort, S3RVER_ENV, startS3, startS3Proxy } from '../helpers/s3.js';
 
 const cleanup: string[] = [];
 const servers: { close(): Promise<void> }[] = [];
@@ -14,7 +14,7 @@ afterEach(async () => {
   await removeAll(cleanup);
 });
 
-const env = { AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey, AWS_REGION: 'us-east-1' };
+const env = S3RVER_ENV;
 const FIRST = 5_000_000;
 const TOKEN = 'tok-healthcheck-5f2a9c';
 

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { readDeadLetters } from '../../src/engine/dead-letters.js';
 import { faultPlans, startFaultProxy } from '../../src/testkit/index.js';
 import { jobKey, makeJob, removeAll, runCli, scratch, standardPipeline, startCli, writePipeline } from '../helpers/cli.js';
-import { S3RVER_CREDENTIALS, startS3 } from '../helpers/s3.js';
+import { S3RVER_ENV, startS3 } from '../helpers/s3.js';
 
 const cleanup: string[] = [];
 const servers: { close(): Promise<void> }[] = [];
@@ -14,7 +14,7 @@ afterEach(async () => {
   await removeAll(cleanup);
 });
 
-const env = { AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey, AWS_REGION: 'us-east-1' };
+const env = S3RVER_ENV;
 const FIRST = 4_000_000;
 
 function s3SinkYaml(endpoint: string, bucket: string): string {
