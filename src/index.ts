@@ -45,5 +45,5 @@ export {
   type RetryOptions,
   type Verdict,
 } from './sinks/delivery.js';
-export { HttpSink, httpSecrets, httpSink, httpSinkSchema, type HttpSinkOptions } from './sinks/http.js';
+export { buildHttpSink, HttpSink, httpSecrets, httpSink, httpSinkSchema, type HttpSinkOptions } from './sinks/http.js';
 export { MIN_SECRET_LENGTH, SecretScrubber, urlSecrets } from './engine/secrets.js';

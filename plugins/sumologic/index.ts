@@ -1,4 +1,4 @@
-import { defineSink, definePlugin, healthcheckEnabledSchema, httpSinkSchema, HttpSink, retrySchema, urlSecrets, z } from 'logferry';
+import { defineSink, definePlugin, healthcheckEnabledSchema, httpSinkSchema, buildHttpSink, retrySchema, urlSecrets, z } from 'logferry';
 
 const MINUTE_MS = 60_000;
 
@@ -97,7 +97,7 @@ export const sumoLogicSink = defineSink({
   // The whole URL is the credential (its last segment is the source token).
   secrets: (options) => [options.url, ...urlSecrets(options.url)],
   build: (options, ctx) =>
-    new HttpSink(
+    buildHttpSink(
       httpSinkSchema.parse({
         uri: options.url,
         method: 'POST',

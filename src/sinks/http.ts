@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
-import { Agent, buildConnector, request, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
 import { z } from 'zod';
 import { MiB, MINUTE_MS } from '../config/limits.js';
 import { LogferryError } from '../errors.js';
@@ -200,6 +200,17 @@ function sliceBatch(batch: Batch, from: number, to: number): Batch {
  * Sends records to an HTTP endpoint, one JSON document per request or NDJSON batches, and
  * acknowledges each record only once the server answered 2xx for the request that carried it.
  */
+type Undici = typeof import('undici');
+
+/**
+ * Builds an HttpSink. undici is imported here, by the first http sink built, not when the module
+ * loads: its import costs every command (`--version`, `validate`, a pipeline without HTTP) start-up
+ * time. Plugins that wrap the http sink (plugins/sumologic) build it through this function too.
+ */
+export async function buildHttpSink(options: HttpSinkOptions, ctx: SinkContext): Promise<HttpSink> {
+  return new HttpSink(options, ctx, await import('undici'));
+}
+
 export class HttpSink implements Sink {
   readonly bodyCompression: 'gzip' | undefined;
   private readonly dispatcher: Dispatcher;
@@ -219,11 +230,12 @@ export class HttpSink implements Sink {
   constructor(
     private readonly options: HttpSinkOptions,
     private readonly ctx: SinkContext,
+    private readonly undici: Undici,
   ) {
     this.target = safeUrl(options.uri);
     this.limit = new ConcurrencyLimit(options.request.concurrency);
     this.connectOptions = tlsConnectOptions(options.tls);
-    this.dispatcher = new Agent({
+    this.dispatcher = new undici.Agent({
       connections: options.request.concurrency,
       headersTimeout: options.request.timeout_ms,
       bodyTimeout: options.request.timeout_ms,
@@ -345,7 +357,7 @@ export class HttpSink implements Sink {
     this.requests++;
     this.ctx.metrics.count(this.ctx.id, 'requests');
     try {
-      const response = await request(this.options.uri, {
+      const response = await this.undici.request(this.options.uri, {
         dispatcher: this.dispatcher,
         method: this.options.method,
         headers: { ...this.headers, ...identity, 'content-length': String(body.length) },
@@ -392,7 +404,7 @@ export class HttpSink implements Sink {
     const headers = Object.fromEntries(Object.entries(this.headers).filter(([name]) => name !== 'content-type' && name !== 'content-encoding'));
     const timeout = AbortSignal.timeout(timeoutMs);
     try {
-      const response = await request(uri, { dispatcher: this.dispatcher, method, headers, signal: AbortSignal.any([signal, timeout]) });
+      const response = await this.undici.request(uri, { dispatcher: this.dispatcher, method, headers, signal: AbortSignal.any([signal, timeout]) });
       const status = response.statusCode;
       if (status >= 200 && status < 300) {
         await response.body.dump();
@@ -411,7 +423,7 @@ export class HttpSink implements Sink {
     const url = new URL(this.options.uri);
     const tls = url.protocol === 'https:';
     const what = `connection to ${url.origin}`;
-    const connect = buildConnector({ ...this.connectOptions, timeout: timeoutMs });
+    const connect = this.undici.buildConnector({ ...this.connectOptions, timeout: timeoutMs });
     // The IPv6 literal of a URL is in brackets; the socket wants the address alone (as undici does).
     const hostname = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     if (signal.aborted) return { status: 'failed', message: `${what}: stopped before it was made` };
@@ -592,7 +604,7 @@ export const httpSink: ComponentDefinition<'sink', typeof httpSinkSchema> = {
   schema: httpSinkSchema,
   secrets: httpSecrets,
   preflight: (options) => preflightTls(options.tls),
-  build: (options, ctx) => new HttpSink(options, ctx),
+  build: (options, ctx) => buildHttpSink(options, ctx),
 };
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;

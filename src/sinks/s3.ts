@@ -5,9 +5,7 @@ import { join } from 'node:path';
 import { setMaxListeners } from 'node:events';
 import { promisify } from 'node:util';
 import { gzip as gzipCallback } from 'node:zlib';
-import { HeadBucketCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type PutObjectCommandInput, type StorageClass } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { PutObjectCommandInput, S3Client, StorageClass } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
 import type { ComponentDefinition, Delivery, HealthcheckResult, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
@@ -16,6 +14,10 @@ import { documentBody, preparedGzip } from '../records/body.js';
 import { urlSecrets } from '../engine/secrets.js';
 
 const gzip = promisify(gzipCallback);
+
+type S3Sdk = typeof import('./s3-sdk.js');
+/** The SDK, imported by the first s3 sink built (see s3-sdk.ts). */
+const loadSdk = (): Promise<S3Sdk> => import('./s3-sdk.js');
 
 /** S3 refuses multipart parts below 5 MiB (except the last one). */
 const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -317,12 +319,12 @@ export function headBucketResult(err: unknown, bucket: string, region: string): 
 }
 
 /** The region when the options do not name one: the environment, then the SDK's profile, then us-east-1. */
-async function defaultRegion(): Promise<string> {
+async function defaultRegion(sdk: S3Sdk): Promise<string> {
   const fromEnv = process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION;
   if (fromEnv) return fromEnv;
   // A bare client resolves the region the SDK way (AWS_PROFILE and the config file) without us
   // re-implementing it; it throws "Region is missing" when nothing is configured.
-  const probe = new S3Client({});
+  const probe = new sdk.S3Client({});
   try {
     return await probe.config.region();
   } catch {
@@ -351,6 +353,7 @@ class S3Sink implements Sink {
     private readonly options: S3SinkOptions,
     private readonly ctx: SinkContext,
     private readonly region: string,
+    private readonly sdk: S3Sdk,
   ) {
     this.limit = new ConcurrencyLimit(options.concurrency);
     this.bodyCompression = options.compression === 'gzip' ? 'gzip' : undefined;
@@ -361,7 +364,7 @@ class S3Sink implements Sink {
     setMaxListeners(options.concurrency * 2 + 10, this.stop.signal);
     this.partSize = Math.max(MIN_PART_BYTES, options.multipart_threshold_bytes);
     const agent = { keepAlive: true, maxSockets: options.concurrency * PART_QUEUE_SIZE };
-    this.client = new S3Client({
+    this.client = new sdk.S3Client({
       ...REREAD_SHARED_FILES_UNTIL_FOUND,
       region,
       endpoint: options.endpoint,
@@ -370,7 +373,7 @@ class S3Sink implements Sink {
       maxAttempts: 1,
       // Single PUTs carry Content-MD5 and parts an explicit CRC32; the SDK default would hash every body twice.
       requestChecksumCalculation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({
+      requestHandler: new sdk.NodeHttpHandler({
         connectionTimeout: Math.min(options.request_timeout_ms, MAX_CONNECT_TIMEOUT_MS),
         requestTimeout: options.request_timeout_ms,
         // Without it the SDK only logs a warning when requestTimeout passes and keeps waiting.
@@ -468,7 +471,7 @@ class S3Sink implements Sink {
     this.ctx.metrics.count(this.ctx.id, 'attempts');
     try {
       if (md5 === undefined) await this.putInParts(params);
-      else await this.client.send(new PutObjectCommand({ ...params, ContentMD5: md5 }), { abortSignal: this.stop.signal });
+      else await this.client.send(new this.sdk.PutObjectCommand({ ...params, ContentMD5: md5 }), { abortSignal: this.stop.signal });
       return { kind: 'ok' };
     } catch (err) {
       if (this.stop.signal.aborted) return { kind: 'destination', reason: 'stopping' };
@@ -489,7 +492,7 @@ class S3Sink implements Sink {
     // Upload assigns `onabort` of the signal it is given, so uploads cannot share one controller.
     this.stop.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      const upload = new Upload({
+      const upload = new this.sdk.Upload({
         client: this.client,
         params: { ...params, ChecksumAlgorithm: 'CRC32' },
         partSize: this.partSize,
@@ -534,14 +537,14 @@ class S3Sink implements Sink {
     const abortSignal = AbortSignal.any([signal, timeout]);
     let failure: unknown;
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: bucket }), { abortSignal });
+      await this.client.send(new this.sdk.HeadBucketCommand({ Bucket: bucket }), { abortSignal });
       return { status: 'ok', message: `bucket s3://${bucket} answers HeadBucket (region ${this.region})` };
     } catch (err) {
       failure = nameHeadBucketError(err, this.region);
     }
     if (isBodiless403(failure) && !abortSignal.aborted) {
       try {
-        await this.client.send(new ListObjectsV2Command({ Bucket: bucket, MaxKeys: 0 }), { abortSignal });
+        await this.client.send(new this.sdk.ListObjectsV2Command({ Bucket: bucket, MaxKeys: 0 }), { abortSignal });
         // Listing works with these credentials: only HEAD was refused, by a policy; still a permission matter.
         failure = { ...(failure as object), name: 'AccessDenied' };
       } catch (err) {
@@ -590,7 +593,10 @@ export const s3Sink: ComponentDefinition<'sink', typeof s3SinkSchema> = {
   requiresKey: true,
   secrets: s3Secrets,
   preflight: (_options, env) => preflightCredentials(env),
-  build: async (options, ctx) => new S3Sink(options, ctx, options.region ?? (await defaultRegion())),
+  build: async (options, ctx) => {
+    const sdk = await loadSdk();
+    return new S3Sink(options, ctx, options.region ?? (await defaultRegion(sdk)), sdk);
+  },
 };
 
 /**

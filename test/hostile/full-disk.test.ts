@@ -108,7 +108,13 @@ describe('full disk', () => {
         async () => {
           const offset = await savedOffset(dataDir);
           const { entries, torn } = await deadLetterFile(dataDir);
-          expect(torn, 'a torn entry in the dead-letter file while blocked').toBe(false);
+          // Each retry of the blocked writer may fill the disk with part of an entry and cut it off
+          // again at once; a read between the two sees that tail. It never stays: a settled file
+          // (below, and after the run) has none.
+          if (torn) {
+            stableRounds = 0;
+            return false;
+          }
           const written = entries.length;
           expect(written).toBeLessThan(100);
           if (offset !== undefined) expect(offset).toBeLessThanOrEqual(starts[written]!);

@@ -222,7 +222,8 @@ describe('startFaultProxy', () => {
     await expect(post(agent, `${proxy.url}/x`, ndjson(9), {}, 150)).rejects.toThrow();
     // The destination has it, though the client gave up: the sink must send it again.
     expect(receiver.ids()).toEqual([9]);
-    await new Promise((r) => setTimeout(r, 500));
+    // The proxy settles the exchange once its delay is over and it finds the client gone.
+    while (proxy.exchanges[0]?.outcome === 'pending') await new Promise((r) => setTimeout(r, 10));
     expect(proxy.exchanges[0]).toMatchObject({ outcome: 'client-gone', acknowledged: false });
     expect(proxy.acknowledgedIds.size).toBe(0);
 
