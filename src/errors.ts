@@ -28,17 +28,41 @@ export const ERROR_CODES = {
   LF_DEAD_LETTER_FULL: 'The dead letters reached dead_letter.max_bytes; records that would be dead-lettered are held and reading pauses.',
   LF_REPLAY_FAILED: 'logferry dead-letter replay could not go on (its progress is kept; run it again).',
   LF_SINK_FAILED: 'A sink failed in a way the pipeline cannot recover from.',
+  LF_SOURCE_FAILED: 'A source failed as a whole (not one input: that is LF_INPUT_UNREADABLE); the run ends.',
+  LF_COMPONENT_BUILD_FAILED: 'A source, transform or sink threw an unexpected error while it was built; nothing was read.',
   LF_POOL_FAILED: 'The worker pool could not start, or cannot go on (a worker that dies later takes only its line, dead-lettered as LF_RECORD_UNPROCESSABLE).',
   LF_PLUGIN_INVALID: 'A plugin module does not export what logferry expects.',
   LF_SHUTDOWN_TIMEOUT: 'Records were still in flight when shutdown_timeout ran out.',
   LF_DEAD_LETTER_BLOCKED: 'A dead letter could not be written in full (disk full, read-only); the source position is held and the write is retried.',
+  LF_DEAD_LETTER_WRITE_FAILED: 'A dead letter could not be written for a reason waiting does not fix; its record is not acknowledged and is read again after a restart.',
   LF_CHECKPOINT_FAILED: 'A checkpoint could not be saved; positions are kept in memory and the save is retried.',
   LF_INPUT_UNREADABLE: 'An input file could not be opened or read.',
   LF_DATA_DIR_LOCKED: 'Another running logferry holds the data_dir lock.',
   LF_DATA_DIR_INVALID: 'The data_dir cannot be used: not a folder, not writable, or on a pseudo file system.',
+  LF_PLUGIN_NOT_FOUND: 'A plugins: entry names a file or package that cannot be found.',
+  LF_TESTKIT_MISUSE: 'A testkit helper (driveSink, the conformance kit, the fault proxy) was given something it cannot use.',
+  LF_TESTKIT_BAD_BODY: 'The testkit receiver got a request body it cannot read: the sink under test sent it.',
+  LF_INTERNAL: 'A check inside logferry failed (a bug), or a component reported a code that is not one of these.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Whether `value` is one of the documented codes (for codes that arrive untyped: a plugin in JS, a worker message). */
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERROR_CODES, value);
+}
+
+/**
+ * A code that arrived from outside the type system, made a documented one: an unknown code (or
+ * none) becomes `fallback`, and `reason` keeps the original so nothing is lost. Dead letters and
+ * exit codes only ever see documented codes this way.
+ */
+export function knownCode(code: unknown, fallback: ErrorCode, reason: string): { code: ErrorCode; reason: string } {
+  if (code === undefined || isErrorCode(code)) return { code: code ?? fallback, reason };
+  // errorMessage never throws, whatever a plugin passed.
+  const given = typeof code === 'string' ? JSON.stringify(code) : errorMessage(code);
+  return { code: fallback, reason: `${reason} (reported with code ${given}, which is not a logferry error code; see docs/errors.md)` };
+}
 
 export class LogferryError extends Error {
   readonly code: ErrorCode;
@@ -100,6 +124,23 @@ export function transformFailure(err: unknown): { code: ErrorCode; reason: strin
 export function unprocessable(err: unknown, what = 'record could not be processed'): { code: ErrorCode; reason: string } {
   if (err instanceof RecordError) return { code: err.code, reason: err.message };
   return { code: 'LF_RECORD_UNPROCESSABLE', reason: `${what}: ${errorMessage(err)}` };
+}
+
+/**
+ * What building a component threw, as the run reports it. A LogferryError with a documented code
+ * keeps it (LF_CONFIG_ENV for a key found unset only now, a plugin's own LF_PLUGIN_INVALID), so the
+ * exit code follows what went wrong; anything else is LF_COMPONENT_BUILD_FAILED naming the
+ * component (`sink out (type http, at sinks.out)`).
+ */
+export function componentBuildFailure(err: unknown, component: { kind: string; id: string; type: string; path: string }): LogferryError {
+  if (err instanceof LogferryError && isErrorCode(err.code)) return err;
+  const what = `${component.kind} ${component.id} (type ${component.type}, at ${component.path})`;
+  const ownCode = err instanceof LogferryError ? ` (with code ${JSON.stringify(err.code)}, which is not a logferry error code)` : '';
+  return new LogferryError(
+    'LF_COMPONENT_BUILD_FAILED',
+    `cannot build ${what}: ${err instanceof LogferryError ? err.message : errorMessage(err)}${ownCode}; its options passed validation, so fix what the error names (a file, the environment, the plugin's code)`,
+    { cause: err },
+  );
 }
 
 /** The message of anything thrown (`throw 42`, `throw Object.create(null)` included), never throwing itself. */

@@ -27,7 +27,7 @@ export type {
 export type { Logger, LogFields } from './engine/logger.js';
 export { Metrics } from './engine/metrics.js';
 export { SinkState, type DestinationFailure, type SinkStateName, type SinkStatus } from './engine/sink-state.js';
-export { ERROR_CODES, LogferryError, RecordError, type ErrorCode } from './errors.js';
+export { ERROR_CODES, isErrorCode, LogferryError, RecordError, type ErrorCode } from './errors.js';
 export { serializeRecord } from './sinks/serialize.js';
 export { documentBody, preparedGzip } from './records/body.js';
 export {

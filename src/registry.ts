@@ -1,4 +1,5 @@
 import type { ComponentDefinition, ComponentKind } from './engine/types.js';
+import { LogferryError } from './errors.js';
 
 /** Component types by kind; built-ins are registered at start-up, plugins add theirs. */
 export class ComponentRegistry {
@@ -11,7 +12,7 @@ export class ComponentRegistry {
   register(definition: ComponentDefinition): this {
     const table = this.byKind[definition.kind];
     if (table.has(definition.type)) {
-      throw new Error(`${definition.kind} type "${definition.type}" is registered twice`);
+      throw new LogferryError('LF_PLUGIN_INVALID', `${definition.kind} type "${definition.type}" is registered twice: each type name may be defined once, built-in or plugin`);
     }
     table.set(definition.type, definition);
     return this;

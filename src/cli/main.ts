@@ -305,13 +305,9 @@ async function runLocked(
 ): Promise<number> {
   const maxWaitMs = options.once ? (options.maxWaitS ?? DEFAULT_MAX_WAIT_S) * 1000 : undefined;
   const pipeline = new Pipeline(config, { once: options.once, log, scrubber, maxWaitMs });
-  try {
-    await pipeline.build();
-  } catch (err) {
-    // Building is where environment-dependent settings (keys from env vars) are checked.
-    if (err instanceof LogferryError && err.code.startsWith('LF_CONFIG')) throw err;
-    throw new LogferryError('LF_SINK_FAILED', `cannot start the pipeline: ${(err as Error).message}`, { cause: err });
-  }
+  // What building throws keeps its own code (LF_CONFIG_ENV, LF_POOL_FAILED, LF_COMPONENT_BUILD_FAILED
+  // naming the component...), and report() turns that code into the exit code.
+  await pipeline.build();
   // Before anything is read: with --require-healthy a failed check ends the run with no checkpoint moved.
   const checks = await checkDestinations(pipeline.sinkInstances(), log, AbortSignal.timeout(HEALTHCHECK_BOUND_MS));
   if (options.requireHealthy && anyFailed(checks)) {
@@ -386,13 +382,8 @@ async function commandValidate(options: CliOptions): Promise<number> {
 /** `validate --check-destinations`: the sinks alone are built and checked; no source, no lock, no data read. */
 async function checkDestinationsOnly(config: PipelineConfig, log: Logger): Promise<number> {
   const signal = AbortSignal.timeout(HEALTHCHECK_BOUND_MS);
-  let built;
-  try {
-    built = await buildSinksOnly(config, log, signal);
-  } catch (err) {
-    if (err instanceof LogferryError && err.code.startsWith('LF_CONFIG')) throw err;
-    throw new LogferryError('LF_SINK_FAILED', `cannot build the sinks: ${(err as Error).message}`, { cause: err });
-  }
+  // A sink that cannot be built fails with its own code, or LF_COMPONENT_BUILD_FAILED naming it.
+  const built = await buildSinksOnly(config, log, signal);
   try {
     const checks = await checkDestinations(built.sinks, log, signal);
     for (const { sink, result } of checks) {

@@ -1,3 +1,5 @@
+import { LogferryError } from '../errors.js';
+
 /**
  * An unbounded FIFO between the engine and one sink, read as batches of whatever is queued. It
  * needs no bound of its own: everything in it holds a share of the ByteBudget, which is the bound.
@@ -14,7 +16,7 @@ export class Channel<T> implements AsyncIterable<T[]> {
   }
 
   push(item: T): void {
-    if (this.closed) throw new Error('push on a closed channel');
+    if (this.closed) throw new LogferryError('LF_INTERNAL', 'a record was pushed to a sink channel after it was closed (a bug in logferry; please report it)');
     this.items.push(item);
     this.wake?.();
   }

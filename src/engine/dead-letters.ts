@@ -1,6 +1,6 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { errorMessage, ioErrorText } from '../errors.js';
+import { errorMessage, ioErrorText, knownCode, LogferryError, type ErrorCode } from '../errors.js';
 import { applyMaskData, DEFAULT_MASK } from '../records/mask.js';
 import { lineReference } from '../records/parse.js';
 import {
@@ -18,6 +18,10 @@ import type { DeadLetterInput, JsonObject, RecordKind } from './types.js';
 
 export interface DeadLetterEntry {
   time: string;
+  /**
+   * A documented ErrorCode when logferry wrote the entry (toEntry sees to it); a string here
+   * because entries are also read back from files an operator may have edited.
+   */
   code: string;
   reason: string;
   component: string;
@@ -70,20 +74,24 @@ export interface DeadLetterWriterOptions extends DeadLetterOptions {
 }
 
 /** The entries would make the dead-letter files pass dead_letter.max_bytes: they wait like on a full disk. */
-class DeadLetterFilesFull extends Error {
-  readonly code = 'LF_DEAD_LETTER_FULL';
+class DeadLetterFilesFull extends LogferryError {
   constructor(readonly total: number, readonly limit: number) {
-    super(`the dead-letter files take ${total} bytes of dead_letter.max_bytes ${limit}`);
+    super('LF_DEAD_LETTER_FULL', `the dead-letter files take ${total} bytes of dead_letter.max_bytes ${limit}`);
+    this.name = 'DeadLetterFilesFull';
   }
 }
 
 /** Rejection of the writes still pending when the writer stops: their records are not acknowledged. */
-export class DeadLetterWriterStopped extends Error {
+export class DeadLetterWriterStopped extends LogferryError {
   constructor() {
-    super('the dead-letter writer stopped before the entry was written');
+    // Entries still pending at the stop are those that could not be written in time (blocked).
+    super('LF_DEAD_LETTER_BLOCKED', 'the dead-letter writer stopped before the entry was written; its record is read again after a restart');
     this.name = 'DeadLetterWriterStopped';
   }
 }
+
+/** Why dead letters wait: the files reached dead_letter.max_bytes, or the disk refuses the write. */
+type BlockedCode = Extract<ErrorCode, 'LF_DEAD_LETTER_FULL' | 'LF_DEAD_LETTER_BLOCKED'>;
 
 interface PendingEntry {
   line: Buffer;
@@ -122,10 +130,10 @@ export class DeadLetterWriter {
   private stopped = false;
   private wakeRetry: (() => void) | undefined;
   /** Set while writes fail; cleared (with an info line) once every waiting entry is written. */
-  private blocked: { since: number; waited: number; error: string; code: string } | undefined;
+  private blocked: { since: number; waited: number; error: string; code: BlockedCode } | undefined;
 
   /** Since when (ms since the epoch) entries cannot be written, and why; undefined while they can. */
-  get blockedState(): { since: number; code: string; error: string } | undefined {
+  get blockedState(): { since: number; code: BlockedCode; error: string } | undefined {
     return this.blocked && { since: this.blocked.since, code: this.blocked.code, error: this.blocked.error };
   }
 
@@ -312,7 +320,7 @@ export class DeadLetterWriter {
   private noteFailure(err: unknown): void {
     const full = err instanceof DeadLetterFilesFull;
     const error = full ? err.message : ioErrorText(err);
-    const code = full ? 'LF_DEAD_LETTER_FULL' : 'LF_DEAD_LETTER_BLOCKED';
+    const code: BlockedCode = full ? 'LF_DEAD_LETTER_FULL' : 'LF_DEAD_LETTER_BLOCKED';
     if (this.blocked?.code === code) {
       this.blocked.error = error;
       return;
@@ -404,10 +412,13 @@ const asIs = (text: string): string => text;
  */
 export function toEntry(input: DeadLetterInput, options: DeadLetterOptions = {}): DeadLetterEntry {
   const scrub = options.scrub ?? asIs;
+  // The last gate before the disk: a code from a plugin written in JavaScript or a worker message
+  // that is not documented becomes LF_INTERNAL, the original kept in the reason.
+  const { code, reason } = knownCode(input.code, 'LF_INTERNAL', input.reason);
   const entry: DeadLetterEntry = {
     time: new Date().toISOString(),
-    code: input.code,
-    reason: scrub(input.reason),
+    code,
+    reason: scrub(reason),
     component: input.component,
     source: input.origin.source,
   };

@@ -4,6 +4,19 @@ import { dirname } from 'node:path';
 let tempCounter = 0;
 
 /**
+ * A write that wrote nothing. It carries errno ENOSPC, as a full disk would, because that is what
+ * it means to the caller: each one reports it under its own code (LF_DEAD_LETTER_BLOCKED,
+ * LF_CHECKPOINT_FAILED) with ioErrorText, exactly like the operating system's ENOSPC.
+ */
+export class WriteMadeNoProgress extends Error implements NodeJS.ErrnoException {
+  readonly code = 'ENOSPC';
+  constructor(done: number, total: number) {
+    super(`write made no progress after ${done} of ${total} bytes`);
+    this.name = 'WriteMadeNoProgress';
+  }
+}
+
+/**
  * Writes every byte of `data`, looping over short writes. write(2) may write less than asked (a
  * disk with less room than the data writes what fits and says so); counting that as done is how
  * a full disk loses data without an error. A write that makes no progress is an error too.
@@ -15,7 +28,7 @@ export async function writeFully(handle: FileHandle, data: string | Uint8Array, 
   while (done < bytes.length) {
     const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, position === undefined ? null : position + done);
     if (bytesWritten <= 0) {
-      throw Object.assign(new Error(`write made no progress after ${done} of ${bytes.length} bytes`), { code: 'ENOSPC' });
+      throw new WriteMadeNoProgress(done, bytes.length);
     }
     done += bytesWritten;
   }

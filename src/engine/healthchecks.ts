@@ -1,4 +1,5 @@
 import type { PipelineConfig } from '../config/types.js';
+import { componentBuildFailure } from '../errors.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { SinkState } from './sink-state.js';
@@ -77,7 +78,13 @@ export async function buildSinksOnly(config: PipelineConfig, log: Logger, signal
     for (const c of config.sinks) {
       const componentLog = log.child({ component: c.id });
       const ctx: SinkContext = { id: c.id, log: componentLog, metrics, signal, dataDir: config.dataDir, state: new SinkState(c.id, componentLog) };
-      built.push({ id: c.id, sink: (await c.definition.build(c.options, ctx)) as Sink });
+      let sink: Sink;
+      try {
+        sink = (await c.definition.build(c.options, ctx)) as Sink;
+      } catch (err) {
+        throw componentBuildFailure(err, c);
+      }
+      built.push({ id: c.id, sink });
     }
   } catch (err) {
     await close();

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
-import { LogferryError, errorMessage, ioErrorText, transformFailure, unprocessable, type ErrorCode } from '../errors.js';
+import { LogferryError, componentBuildFailure, errorMessage, ioErrorText, knownCode, transformFailure, unprocessable, type ErrorCode } from '../errors.js';
 import { ByteBudget, isRecordBytes, recordCharge } from './budget.js';
 import { Channel } from './channel.js';
 import { CheckpointSaver, CheckpointStore } from './checkpoints.js';
@@ -140,12 +140,14 @@ class SinkDelivery implements Delivery {
     }
   }
 
-  rejected(reason: string, code = 'LF_SINK_REJECTED'): void {
+  rejected(reason: string, code?: ErrorCode): void {
     if (!this.settle()) return;
+    // A sink written in JavaScript may pass any code: an unknown one is dead-lettered as LF_SINK_REJECTED.
+    const known = knownCode(code, 'LF_SINK_REJECTED', reason);
     this.state.recordsAnswered();
     this.pipeline.metrics.count(this.sinkId, 'rejected');
     // The dead letter holds its own reference until it is on disk; this delivery's is done.
-    this.pipeline.deadLetterRecord(this.record, this.sinkId, code, reason, this.finalizer);
+    this.pipeline.deadLetterRecord(this.record, this.sinkId, known.code, known.reason, this.finalizer);
     this.finalizer.release();
   }
 
@@ -243,22 +245,26 @@ export class Pipeline {
 
   /** Builds every component (sinks first, so nothing is emitted before its consumers exist). */
   async build(): Promise<void> {
-    await mkdir(this.config.dataDir, { recursive: true });
+    try {
+      await mkdir(this.config.dataDir, { recursive: true });
+    } catch (err) {
+      throw new LogferryError('LF_DATA_DIR_INVALID', `cannot create data_dir ${this.config.dataDir}: ${ioErrorText(err)}; point data_dir at a writable folder`, { cause: err });
+    }
     for (const c of this.config.sinks) {
       const ctx = this.sinkContext(c);
-      const sink = (await c.definition.build(c.options, ctx)) as Sink;
+      const sink = await this.buildComponent<Sink>(c, ctx);
       this.sinks.set(c.id, { sink, channel: new Channel<Delivery>(), state: ctx.state });
       this.watchForGiveUp(c.id, ctx.state);
     }
     for (const c of this.config.transforms) {
-      const transform = (await c.definition.build(c.options, this.context(c))) as Transform;
+      const transform = await this.buildComponent<Transform>(c, this.context(c));
       this.addConsumer(c, { kind: 'transform', id: c.id, transform });
     }
     for (const c of this.config.sinks) {
       this.addConsumer(c, { kind: 'sink', id: c.id, channel: this.sinks.get(c.id)!.channel });
     }
     for (const c of this.config.sources) {
-      this.sources.set(c.id, (await c.definition.build(c.options, this.context(c))) as Source);
+      this.sources.set(c.id, await this.buildComponent<Source>(c, this.context(c)));
       this.order.set(c.id, new OrderedSteps());
     }
     if (poolThreads(this.config.pool) > 0) {
@@ -270,6 +276,15 @@ export class Pipeline {
         throw new LogferryError('LF_POOL_FAILED', `the record pool could not start: ${(err as Error).message}; set pool.threads: 0 to run without it`, { cause: err });
       }
       this.log.debug('record pool started', { threads: this.pool.threads, threshold_bytes: this.pool.threshold, max_queue: this.pool.maxQueue });
+    }
+  }
+
+  /** Builds one component; what it throws says which component (see componentBuildFailure). */
+  private async buildComponent<T>(c: ComponentConfig, ctx: ComponentContext): Promise<T> {
+    try {
+      return (await c.definition.build(c.options, ctx)) as T;
+    } catch (err) {
+      throw componentBuildFailure(err, c);
     }
   }
 
@@ -423,7 +438,7 @@ export class Pipeline {
         this.restored.add(id);
         await source.run(this.sourceContext(c, restored));
       } catch (err) {
-        if (!this.sourceAbort.signal.aborted) this.fail(err, `source ${id} failed`);
+        if (!this.sourceAbort.signal.aborted) this.fail(err, `source ${id} failed`, 'LF_SOURCE_FAILED');
       }
     });
     await Promise.all(sourceRuns);
@@ -495,9 +510,9 @@ export class Pipeline {
 
   private fail(err: unknown, what: string, code: ErrorCode = 'LF_SINK_FAILED'): void {
     // errorMessage: String() of what a plugin threw may throw itself (Object.create(null)).
-    const error = err instanceof Error ? err : new Error(errorMessage(err));
-    this.log.error(`${what}: ${error.message}`, { error });
-    this.fatal ??= new LogferryError(code, `${what}: ${error.message}`, { cause: error });
+    const message = err instanceof Error ? err.message : errorMessage(err);
+    this.log.error(`${what}: ${message}`, { error: err instanceof Error ? err : message });
+    this.fatal ??= new LogferryError(code, `${what}: ${message}`, { cause: err });
     // The run ends with this error now, not after shutdown_timeout: what is in flight stays unacknowledged.
     this.endNow(what);
   }
@@ -716,7 +731,9 @@ export class Pipeline {
   private applyPoolOutcome(sourceId: string, origin: RecordOrigin, bytes: number, outcome: PoolOutcome, finalizer: Finalizer): void {
     if (!outcome.ok) {
       const doc = outcome.docJson === undefined ? undefined : (JSON.parse(outcome.docJson) as JsonObject);
-      const { code, reason, text, rawBase64, line } = outcome;
+      const { text, rawBase64, line } = outcome;
+      // Codes crossed a thread boundary as plain strings: checked here like any untyped input.
+      const { code, reason } = knownCode(outcome.code, 'LF_INTERNAL', outcome.reason);
       this.writeDeadLetter({ code, reason, component: sourceId, origin, text, doc, rawBase64, line }, finalizer);
       finalizer.release();
       return;
@@ -731,7 +748,8 @@ export class Pipeline {
       } else if (event.kind === 'dead_letter') {
         const doc = event.docJson === undefined ? undefined : (JSON.parse(event.docJson) as JsonObject);
         const replay = { kind: outcome.recordKind, key: event.key, receivedDigest: outcome.receivedDigest };
-        this.deadLetterDoc(origin, doc, event.component, event.code, event.reason, finalizer, replay);
+        const { code, reason } = knownCode(event.code, 'LF_INTERNAL', event.reason);
+        this.deadLetterDoc(origin, doc, event.component, code, reason, finalizer, replay);
       } else {
         this.countDropped(event.transform);
       }
@@ -752,7 +770,7 @@ export class Pipeline {
       written = this.deadLetters.write(entry);
     } catch (err) {
       // The writer serializes defensively; should it still throw, the record is held like a failed write.
-      written = Promise.reject(err instanceof Error ? err : new Error(errorMessage(err)));
+      written = Promise.reject(new LogferryError('LF_DEAD_LETTER_WRITE_FAILED', errorMessage(err), { cause: err }));
     }
     written.then(
       () => {
@@ -770,7 +788,7 @@ export class Pipeline {
         if (this.deadLetterFailureLogged) return;
         this.deadLetterFailureLogged = true;
         this.log.error('a dead letter could not be written; its record stays unacknowledged and is read again after a restart (logged once)', {
-          code: 'LF_DEAD_LETTER_BLOCKED',
+          code: 'LF_DEAD_LETTER_WRITE_FAILED',
           component: entry.component,
           error: errorMessage(err),
         });
@@ -872,7 +890,7 @@ export class Pipeline {
    * The record counts as finished only once its dead letter is on disk. If even that write fails
    * (disk full), the record stays unacknowledged so it is read again after a restart.
    */
-  deadLetterRecord(record: LogRecord, component: string, code: string, reason: string, finalizer: Finalizer): void {
+  deadLetterRecord(record: LogRecord, component: string, code: ErrorCode, reason: string, finalizer: Finalizer): void {
     const replay = { kind: record.kind, key: record.key, receivedDigest: record.receivedDigest };
     this.deadLetterDoc(record.origin, record.doc, component, code, reason, finalizer, replay);
   }
@@ -881,7 +899,7 @@ export class Pipeline {
     origin: RecordOrigin,
     doc: JsonObject | undefined,
     component: string,
-    code: string,
+    code: ErrorCode,
     reason: string,
     finalizer: Finalizer,
     replay: Pick<DeadLetterInput, 'kind' | 'key' | 'receivedDigest'>,

@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../errors.js';
 import type { LineReference, RecordKind, RecordOrigin } from './types.js';
 
 /**
@@ -43,7 +44,7 @@ export interface PoolTask {
 export type PoolEvent =
   | { readonly kind: 'deliver'; readonly sink: string; readonly key?: string; readonly body: Uint8Array; readonly gzip?: Uint8Array }
   /** `docJson` is missing when the document could not be serialized (the dead letter says why). */
-  | { readonly kind: 'dead_letter'; readonly component: string; readonly code: string; readonly reason: string; readonly docJson?: string | undefined; readonly key?: string | undefined }
+  | { readonly kind: 'dead_letter'; readonly component: string; readonly code: ErrorCode; readonly reason: string; readonly docJson?: string | undefined; readonly key?: string | undefined }
   | { readonly kind: 'dropped'; readonly transform: string };
 
 export type PoolOutcome =
@@ -58,7 +59,7 @@ export type PoolOutcome =
   | {
       /** The line is not a record: it goes to the dead letters as the source's. */
       readonly ok: false;
-      readonly code: string;
+      readonly code: ErrorCode;
       readonly reason: string;
       readonly text?: string;
       readonly docJson?: string;

@@ -1,6 +1,6 @@
 import { gzipSync } from 'node:zlib';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { errorMessage, transformFailure, unprocessable } from '../errors.js';
+import { errorMessage, LogferryError, transformFailure, unprocessable, type ErrorCode } from '../errors.js';
 import { loadPlugins } from '../plugin/load.js';
 import { bodyFrom } from '../records/body.js';
 import { decodeLine, lineReference, parseText, utf8Problem } from '../records/parse.js';
@@ -38,7 +38,7 @@ async function buildGraph(setup: PoolSetup): Promise<Map<string, Consumer[]>> {
   for (const definition of [selectTransform, redactTransform, pathFormatTransform]) registry.register(definition as unknown as ComponentDefinition);
   if (setup.transforms.some((t) => !registry.get('transform', t.type))) {
     const problems = await loadPlugins(setup.plugins, setup.configFile, registry);
-    if (problems.length > 0) throw new Error(`pool worker could not load plugins: ${problems.map((p) => p.message).join('; ')}`);
+    if (problems.length > 0) throw new LogferryError('LF_POOL_FAILED', `pool worker could not load plugins: ${problems.map((p) => p.message).join('; ')}`);
   }
   const scrubber = new SecretScrubber(setup.secrets ?? []);
   const log = createLogger({ level: 'warn', scrub: (text) => scrubber.scrub(text) }, { thread: 'pool' });
@@ -122,7 +122,7 @@ async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: 
 }
 
 /** A dead letter at `component`; a document that cannot be serialized is left out, and the reason says so. */
-function deadLetterEvent(component: string, code: string, reason: string, record: LogRecord): PoolEvent {
+function deadLetterEvent(component: string, code: ErrorCode, reason: string, record: LogRecord): PoolEvent {
   try {
     return { kind: 'dead_letter', component, code, reason, docJson: deadLetterJson(record.doc), key: record.key };
   } catch (err) {

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type { ErrorCode } from '../errors.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { SinkState } from './sink-state.js';
@@ -100,9 +101,11 @@ export interface Delivery {
    * Record-level failure: the destination can never accept this record (and only this one); it goes
    * to the dead letters with this reason. A destination-level failure (every record would fail the
    * same way) is never a rejection: the sink holds the delivery and retries (see SinkState and
-   * retryUntilFinal), or leaves it unsettled on shutdown.
+   * retryUntilFinal), or leaves it unsettled on shutdown. `code` defaults to LF_SINK_REJECTED; one
+   * that is not an ErrorCode (a sink written in JavaScript) is dead-lettered as LF_SINK_REJECTED
+   * with the original named in the reason.
    */
-  rejected(reason: string, code?: string): void;
+  rejected(reason: string, code?: ErrorCode): void;
 }
 
 export interface ComponentContext {
@@ -260,7 +263,8 @@ export interface PreflightProblem {
 }
 
 export interface DeadLetterInput {
-  code: string;
+  /** A documented code (see docs/errors.md); one that is not (from untyped code) is written as LF_INTERNAL, the original kept in the reason. */
+  code: ErrorCode;
   reason: string;
   component: string;
   origin: RecordOrigin;

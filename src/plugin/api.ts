@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import type { ComponentDefinition } from '../engine/types.js';
+import { LogferryError } from '../errors.js';
 
 /** Marks objects made by definePlugin, so a module that exports something else is caught early. */
 const PLUGIN_BRAND = Symbol.for('logferry.plugin');
@@ -21,15 +22,15 @@ export interface LogferryPlugin extends PluginSpec {
  * `logferry validate` checks plugin options with the same positions and messages as built-ins.
  */
 export function definePlugin(spec: PluginSpec): LogferryPlugin {
-  if (!spec || typeof spec.name !== 'string' || spec.name.length === 0) throw new TypeError('definePlugin: `name` is required');
+  if (!spec || typeof spec.name !== 'string' || spec.name.length === 0) throw new LogferryError('LF_PLUGIN_INVALID', 'definePlugin: `name` is required');
   for (const [list, kind] of [
     [spec.sources, 'source'],
     [spec.transforms, 'transform'],
     [spec.sinks, 'sink'],
   ] as const) {
     for (const definition of list ?? []) {
-      if (definition.kind !== kind) throw new TypeError(`definePlugin(${spec.name}): "${definition.type}" is listed as a ${kind} but has kind "${definition.kind}"`);
-      if (!/^[a-z][a-z0-9_]*$/.test(definition.type)) throw new TypeError(`definePlugin(${spec.name}): type "${definition.type}" must be snake_case`);
+      if (definition.kind !== kind) throw new LogferryError('LF_PLUGIN_INVALID', `definePlugin(${spec.name}): "${definition.type}" is listed as a ${kind} but has kind "${definition.kind}"`);
+      if (!/^[a-z][a-z0-9_]*$/.test(definition.type)) throw new LogferryError('LF_PLUGIN_INVALID', `definePlugin(${spec.name}): type "${definition.type}" must be snake_case`);
     }
   }
   return Object.freeze({ ...spec, [PLUGIN_BRAND]: true as const });

@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ComponentDefinition } from '../engine/types.js';
-import type { ConfigProblem } from '../errors.js';
+import { LogferryError, type ConfigProblem } from '../errors.js';
 import type { ComponentRegistry } from '../registry.js';
 import { isPlugin } from './api.js';
 
@@ -20,7 +20,8 @@ export async function loadPlugins(specifiers: readonly string[], configFile: str
     try {
       url = resolvePlugin(specifier, base);
     } catch (err) {
-      problems.push({ path, message: `cannot find plugin "${specifier}": ${(err as Error).message.split('\n')[0]}` });
+      const code = err instanceof LogferryError ? ` (${err.code})` : '';
+      problems.push({ path, message: `cannot find plugin "${specifier}": ${(err as Error).message.split('\n')[0]}${code}` });
       continue;
     }
     let exported: unknown;
@@ -50,7 +51,7 @@ function resolvePlugin(specifier: string, base: string): string {
   if (specifier.startsWith('.') || isAbsolute(specifier)) {
     const path = isAbsolute(specifier) ? specifier : resolve(base, specifier);
     const stat = statSync(path, { throwIfNoEntry: false });
-    if (!stat) throw new Error(`${path} does not exist`);
+    if (!stat) throw new LogferryError('LF_PLUGIN_NOT_FOUND', `${path} does not exist`);
     return pathToFileURL(stat.isDirectory() ? packageEntry(path) : path).href;
   }
   // Walk up node_modules folders as Node does; ESM-only packages are why require.resolve is not enough.
@@ -59,7 +60,7 @@ function resolvePlugin(specifier: string, base: string): string {
     if (statSync(join(candidate, 'package.json'), { throwIfNoEntry: false })) return pathToFileURL(packageEntry(candidate)).href;
     if (dirname(dir) === dir) break;
   }
-  throw new Error(`no node_modules/${specifier} above ${base}; install it with npm install ${specifier}`);
+  throw new LogferryError('LF_PLUGIN_NOT_FOUND', `no node_modules/${specifier} above ${base}; install it with npm install ${specifier}`);
 }
 
 interface PackageJson {

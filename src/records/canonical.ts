@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { JsonValue } from '../engine/types.js';
+import { LogferryError } from '../errors.js';
 import { scalarEnd, stringAt, stringEnd } from './splice.js';
 
 /**
@@ -122,7 +123,7 @@ export function canonicalJson(value: JsonValue): string {
       return;
     }
     if (item !== null && typeof item === 'object') {
-      if (ancestors.has(item)) throw new TypeError('cannot write the canonical JSON of a document that contains itself');
+      if (ancestors.has(item)) throw new LogferryError('LF_RECORD_UNPROCESSABLE', 'cannot write the canonical JSON of a document that contains itself (a plugin built a record with a cycle)');
       ancestors.add(item);
       if (Array.isArray(item)) {
         stack.push({ open: '[', close: ']', parts: [], container: item, entries: item.map((v) => [undefined, v]), index: 0 });

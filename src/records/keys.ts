@@ -436,7 +436,8 @@ function render<P extends string>(template: KeyTemplate<P>, values: Partial<Reco
   for (let i = 0; i < template.placeholders.length; i++) {
     const name = template.placeholders[i] as P;
     const value = values[name];
-    if (value === undefined) throw new Error(`path_format: no value for placeholder {${name}}`);
+    // The template's placeholders were checked against what each record kind provides when it was parsed.
+    if (value === undefined) throw new LogferryError('LF_INTERNAL', `path_format: no value for placeholder {${name}} although the template was checked (a bug in logferry; please report it)`);
     if (template.checked[i]) assertSafeKeyPart(name, value);
     key += value + (template.literals[i + 1] ?? '');
   }

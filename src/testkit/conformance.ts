@@ -10,6 +10,7 @@ import { Metrics } from '../engine/metrics.js';
 import type { ComponentDefinition, Delivery, JsonObject, LogRecord, SinkContext } from '../engine/types.js';
 import { SinkState } from '../engine/sink-state.js';
 import { contentDigest } from '../records/canonical.js';
+import { isErrorCode, LogferryError, type ErrorCode } from '../errors.js';
 import { faultPlans, startFaultProxy, type Fault, type FaultPlan, type FaultProxy } from './fault-proxy.js';
 import { startReceiver } from './receiver.js';
 
@@ -49,6 +50,7 @@ export interface ConformanceCase {
 export interface RejectedRecord {
   record: LogRecord;
   reason: string;
+  /** As the sink passed it: a sink written in JavaScript may pass a code that is not an ErrorCode (assertContract fails then). */
   code: string | undefined;
 }
 
@@ -118,7 +120,7 @@ function startDrive<S extends z.ZodType>(
   opts: DriveOptions = {},
 ): { progress: DriveProgress; done: Promise<DriveResult> } {
   const kind: string = definition.kind;
-  if (kind !== 'sink') throw new TypeError(`driveSink: "${definition.type}" is a ${kind}, not a sink`);
+  if (kind !== 'sink') throw new LogferryError('LF_TESTKIT_MISUSE', `driveSink: "${definition.type}" is a ${kind}, not a sink; pass a definition made with defineSink`);
   const delivered: LogRecord[] = [];
   const rejected: RejectedRecord[] = [];
   const settled = new Set<number>();
@@ -144,7 +146,7 @@ function startDrive<S extends z.ZodType>(
       delivered.push(record);
       progress.delivered++;
     },
-    rejected(reason: string, code?: string) {
+    rejected(reason: string, code?: ErrorCode) {
       if (!settle(index)) return;
       rejected.push({ record, reason, code });
       progress.rejected++;
@@ -209,7 +211,7 @@ export function driveSink<S extends z.ZodType>(
 
 const idOf = (record: LogRecord): number => {
   const id = record.doc.id;
-  if (typeof id !== 'number') throw new Error(`conformance records need a numeric doc.id, got ${JSON.stringify(id)}`);
+  if (typeof id !== 'number') throw new LogferryError('LF_TESTKIT_MISUSE', `conformance records need a numeric doc.id, got ${JSON.stringify(id)}: a subject's record(id) must return a record whose doc.id is that id`);
   return id;
 };
 
@@ -282,7 +284,7 @@ async function withRig<S extends z.ZodType>(subject: SinkUnderTest<S>, plan: Fau
         const first = await Promise.race([done, timedOut]);
         deadline.abort();
         if (first === 'timeout' || first === 'cancelled') {
-          throw new Error(
+          assert.fail(
             `run() did not resolve within ${deadlineMs / 1000}s: ${progress.delivered} delivered, ${progress.rejected} rejected, ` +
               `${progress.total - progress.delivered - progress.rejected} of ${progress.total} still unsettled. Last requests:\n  ${describeExchanges(p)}`,
           );
@@ -306,6 +308,12 @@ function assertContract(result: DriveResult): void {
     result.settledAfterRun,
     0,
     `${result.settledAfterRun} deliveries were settled after run() had resolved: run() must wait for every delivery it took`,
+  );
+  const unknownCodes = [...new Set(result.rejected.map((r) => r.code).filter((code) => code !== undefined && !isErrorCode(code)))];
+  assert.deepEqual(
+    unknownCodes,
+    [],
+    `rejected() was called with codes that are not logferry error codes: ${unknownCodes.join(', ')}; pass an ErrorCode (usually LF_SINK_REJECTED, or none), the pipeline would dead-letter these as LF_SINK_REJECTED`,
   );
 }
 
@@ -456,7 +464,7 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
           try {
             result = await rig.drive({}, 300 + 5_000);
           } catch (err) {
-            throw new Error(`run() must resolve within 5 s of the abort (retries must end on ctx.signal): ${(err as Error).message}`);
+            assert.fail(`run() must resolve within 5 s of the abort (retries must end on ctx.signal): ${(err as Error).message}`);
           } finally {
             clearTimeout(timer);
           }

@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { Agent, createServer, request as httpRequest, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { errorMessage, LogferryError } from '../errors.js';
 import { mulberry32 } from './random.js';
 import { closeServer, decodeBody, documentIds, listenLocal, parseDocuments, readBody } from './receiver.js';
 
@@ -97,7 +98,9 @@ const isSuccess = (status: number | undefined): boolean => status !== undefined 
  */
 export async function startFaultProxy(options: FaultProxyOptions): Promise<FaultProxy> {
   const upstream = new URL(options.upstream);
-  if (upstream.protocol !== 'http:') throw new Error(`fault proxy: upstream must be an http:// URL, got ${options.upstream}`);
+  if (upstream.protocol !== 'http:') {
+    throw new LogferryError('LF_TESTKIT_MISUSE', `fault proxy: upstream must be an http:// URL, got ${options.upstream}: point it at the receiver (startReceiver) or another plain-HTTP server`);
+  }
   // Keep-alive to the destination, so 1000 forwarded requests do not leave 1000 sockets in TIME_WAIT.
   const agent = new Agent({ keepAlive: true });
   const lifetime = new AbortController();
@@ -216,7 +219,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       // A bug here must not become an unhandled rejection that kills the test run; the client sees a reset.
-      res.destroy(err instanceof Error ? err : new Error(String(err)));
+      res.destroy(err instanceof Error ? err : new LogferryError('LF_INTERNAL', `the fault proxy failed on a request (a bug in the testkit): ${errorMessage(err)}`));
     });
   });
   server.on('connection', (socket) => {

@@ -2,6 +2,7 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Outg
 import type { AddressInfo } from 'node:net';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { JsonObject, JsonValue } from '../engine/types.js';
+import { LogferryError } from '../errors.js';
 
 /** One request as the destination saw it. */
 export interface ReceivedRequest {
@@ -59,7 +60,7 @@ export function decodeBody(raw: Buffer, contentEncoding: string | string[] | und
     if (encoding === 'gzip' || encoding === 'x-gzip') body = gunzipSync(body);
     else if (encoding === 'deflate') body = inflateSync(body);
     else if (encoding === 'br') body = brotliDecompressSync(body);
-    else throw new Error(`unsupported content-encoding ${JSON.stringify(encoding)}`);
+    else throw new LogferryError('LF_TESTKIT_BAD_BODY', `unsupported content-encoding ${JSON.stringify(encoding)}: the receiver undoes gzip, x-gzip, deflate and br`);
   }
   return body;
 }
@@ -71,7 +72,7 @@ function isObject(value: JsonValue): value is JsonObject {
 function documentsOf(value: JsonValue, where: string): JsonObject[] {
   if (isObject(value)) return [value];
   if (Array.isArray(value) && value.every(isObject)) return value;
-  throw new Error(`${where} is JSON but not an object or an array of objects`);
+  throw new LogferryError('LF_TESTKIT_BAD_BODY', `${where} is JSON but not an object or an array of objects: the receiver reads one record per object`);
 }
 
 /**
@@ -96,7 +97,7 @@ export function parseDocuments(body: Buffer | string): JsonObject[] {
     try {
       value = JSON.parse(line) as JsonValue;
     } catch (err) {
-      throw new Error(`the body is neither JSON nor NDJSON: line ${i + 1}: ${(err as Error).message}`);
+      throw new LogferryError('LF_TESTKIT_BAD_BODY', `the body is neither JSON nor NDJSON: line ${i + 1}: ${(err as Error).message}`);
     }
     docs.push(...documentsOf(value, `line ${i + 1}`));
   }
@@ -206,7 +207,7 @@ export async function startReceiver(options: ReceiverOptions = {}): Promise<Rece
       try {
         return parseDocuments(r.body);
       } catch (err) {
-        throw new Error(`request #${i} (${r.method} ${r.url}): ${(err as Error).message}`);
+        throw new LogferryError('LF_TESTKIT_BAD_BODY', `request #${i} (${r.method} ${r.url}): ${(err as Error).message}`, { cause: err });
       }
     });
   return {

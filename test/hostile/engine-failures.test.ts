@@ -135,7 +135,7 @@ describe('a checkpoint file that cannot be read', () => {
     await mkdir(join(checkpoints, 'jobs.json'));
     const eisdir = await runCli(['run', '-c', config, '--once'], { cwd: dir, timeoutMs: 60_000 });
     expect(eisdir.code, eisdir.stderr).toBe(1);
-    expect(eisdir.stderr).toMatch(/source jobs failed: EISDIR/);
+    expect(eisdir.stderr).toMatch(/LF_SOURCE_FAILED: source jobs failed: EISDIR/);
     expect(eisdir.stderr).not.toMatch(/unexpected error/);
     expect((await stat(join(checkpoints, 'jobs.json'))).isDirectory()).toBe(true);
     await removeAll([join(checkpoints, 'jobs.json')]);
@@ -145,7 +145,7 @@ describe('a checkpoint file that cannot be read', () => {
     await symlink('jobs.json', join(checkpoints, 'jobs.json'));
     const eloop = await runCli(['run', '-c', config, '--once'], { cwd: dir, timeoutMs: 60_000 });
     expect(eloop.code, eloop.stderr).toBe(1);
-    expect(eloop.stderr).toMatch(/source jobs failed: ELOOP/);
+    expect(eloop.stderr).toMatch(/LF_SOURCE_FAILED: source jobs failed: ELOOP/);
     expect((await lstat(join(checkpoints, 'jobs.json'))).isSymbolicLink()).toBe(true);
     expect(existsSync(join(dir, 'out', jobKey(9_600_001)))).toBe(false);
   }, 90_000);

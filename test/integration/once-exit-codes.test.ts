@@ -240,4 +240,32 @@ describe('stopping run --once', () => {
     expect(next.code, next.stderr).toBe(0);
     expect(allIds().every((id) => existsSync(join(dir, 'out', jobKey(id))))).toBe(true);
   }, 60_000);
+  it('a sink that cannot be built stops the start with its own code, or LF_COMPONENT_BUILD_FAILED naming it; the exit code follows the code', async () => {
+    const dir = await scratch(cleanup);
+    const include = await jobsFile(dir);
+    const plugin = join(FIXTURES, 'plugins', 'throwing-sink');
+    const failingAtBuild = (code?: string): string => `  broken:
+    type: throwing_sink
+    inputs: [keyed]
+    fail_at: build
+    message: no credentials here${code ? `\n    code: ${code}` : ''}
+`;
+    const top = `plugins: [${JSON.stringify(plugin)}]`;
+
+    const unexpected = await runCli(['run', '-c', await writePipeline(dir, pipeline(dir, include, failingAtBuild(), { top })), '--once'], { cwd: dir });
+    expect(unexpected.code, unexpected.stderr).toBe(1);
+    expect(unexpected.stderr).toContain('LF_COMPONENT_BUILD_FAILED: cannot build sink broken (type throwing_sink, at sinks.broken): no credentials here;');
+    expect(unexpected.stderr).not.toContain('LF_SINK_FAILED');
+
+    // A configuration problem found only when building (an unset variable) is a configuration error: exit 78.
+    const config = await runCli(['run', '-c', await writePipeline(dir, pipeline(dir, include, failingAtBuild('LF_CONFIG_ENV'), { top })), '--once'], { cwd: dir });
+    expect(config.code, config.stderr).toBe(78);
+    expect(config.stderr).toContain('LF_CONFIG_ENV: no credentials here');
+
+    // The same through validate --check-destinations, which builds only the sinks.
+    const checked = await runCli(['validate', '-c', await writePipeline(dir, pipeline(dir, include, failingAtBuild('LF_PLUGIN_INVALID'), { top })), '--check-destinations'], { cwd: dir });
+    expect(checked.code, checked.stderr).toBe(1);
+    expect(checked.stderr).toContain('LF_PLUGIN_INVALID: no credentials here');
+    expect(await readDeadLetters(join(dir, 'data'))).toEqual([]);
+  }, 60_000);
 });

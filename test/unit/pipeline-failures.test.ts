@@ -7,6 +7,7 @@ import { parseConfigText } from '../../src/config/load.js';
 import { DeadLetterWriter, readDeadLetters } from '../../src/engine/dead-letters.js';
 import { createLogger, silentLogger, type Logger } from '../../src/engine/logger.js';
 import { Pipeline } from '../../src/engine/pipeline.js';
+import { LogferryError, type ErrorCode } from '../../src/errors.js';
 import { isDrop } from '../../src/engine/record-shape.js';
 import { SecretScrubber } from '../../src/engine/secrets.js';
 import type { ComponentContext, ComponentDefinition, Delivery, JsonObject, LogRecord, Sink, Source, SourceContext } from '../../src/engine/types.js';
@@ -225,11 +226,111 @@ describe('a dead-letter writer that throws', () => {
     expect(summary.abandoned).toBe(0);
     expect(delivered).toEqual([1, 3, 5]);
     expect(pipeline.bytesInFlight).toBe(0);
-    expect(logged.filter((l) => l.includes('a dead letter could not be written'))).toHaveLength(1);
+    expect(logged.filter((l) => l.includes('a dead letter could not be written') && l.includes('LF_DEAD_LETTER_WRITE_FAILED'))).toHaveLength(1);
     expect(logged.join('')).not.toMatch(/cannot write dead letters|failed/);
     expect(await readDeadLetters(join(dir, 'data'))).toEqual([]);
     // The position stops before the first record that could not be dead-lettered: it is read again after a restart.
     expect(await savedOffset(dir)).toBe(starts[1]);
+  });
+});
+
+describe('error codes from plugins written in JavaScript', () => {
+  it('dead-letters a rejection or a source dead letter with a code that is not documented under a documented one, naming the original', async () => {
+    const dir = await scratch(cleanup);
+    const acknowledged = { count: 0 };
+    const lineSource: ComponentDefinition<'source', typeof empty> = {
+      kind: 'source',
+      type: 'liner',
+      description: 'test source that dead-letters its second line',
+      schema: empty,
+      build: (): Source => ({
+        async run(ctx: SourceContext) {
+          await ctx.emit(jobRecord(1), 100, () => acknowledged.count++);
+          await ctx.deadLetter({ code: 'E_BAD_LINE' as ErrorCode, reason: 'the line is garbage', component: ctx.id, origin: { source: ctx.id, offset: 7 } });
+          for (const id of [2, 3, 4]) await ctx.emit(jobRecord(id), 100, () => acknowledged.count++);
+        },
+        checkpoint: () => ({ acknowledged: acknowledged.count }),
+      }),
+    };
+    // What a JavaScript sink may pass: its own string, nothing, a documented code, a number.
+    const codes = new Map<unknown, unknown>([
+      [2, 'E_PLUGIN_REFUSED'],
+      [3, undefined],
+      [4, 'LF_RECORD_NO_KEY'],
+    ]);
+    const pipeline = await pipelineFor(
+      dir,
+      `sources:\n  hostile: { type: liner }\nsinks:\n  probe: { type: probe, inputs: [hostile] }\n`,
+      [
+        lineSource as unknown as ComponentDefinition,
+        testSink((d) => {
+          const id = d.record.doc.id;
+          if (id === 1) d.rejected('numbered code', 404 as unknown as ErrorCode);
+          else d.rejected(`refused ${String(id)}`, codes.get(id) as ErrorCode | undefined);
+        }),
+      ],
+      { once: true },
+    );
+    await pipeline.run();
+    const entries = await readDeadLetters(join(dir, 'data'));
+    // The source's dead letter and the sink's rejections are written as each is answered: order aside.
+    const byReason = (a: string[], b: string[]): number => a[2]!.localeCompare(b[2]!);
+    expect(entries.map((e) => [e.component, e.code, e.reason]).sort(byReason)).toEqual([
+      ['probe', 'LF_SINK_REJECTED', 'numbered code (reported with code (number) 404, which is not a logferry error code; see docs/errors.md)'],
+      ['hostile', 'LF_INTERNAL', 'the line is garbage (reported with code "E_BAD_LINE", which is not a logferry error code; see docs/errors.md)'],
+      ['probe', 'LF_SINK_REJECTED', 'refused 2 (reported with code "E_PLUGIN_REFUSED", which is not a logferry error code; see docs/errors.md)'],
+      ['probe', 'LF_SINK_REJECTED', 'refused 3'],
+      ['probe', 'LF_RECORD_NO_KEY', 'refused 4'],
+    ].sort(byReason));
+  });
+});
+
+describe('building the components', () => {
+  const failingSink = (failure: () => unknown): ComponentDefinition => {
+    const definition: ComponentDefinition<'sink', typeof empty> = {
+      kind: 'sink',
+      type: 'unbuildable',
+      description: 'test sink whose build throws',
+      schema: empty,
+      build: () => {
+        throw failure();
+      },
+    };
+    return definition as unknown as ComponentDefinition;
+  };
+  const yaml = `sources:\n  jobs: { type: job_log_tail, include: [none.ndjson] }\nsinks:\n  out: { type: unbuildable, inputs: [jobs] }\n`;
+
+  it('names the component of an unexpected error (LF_COMPONENT_BUILD_FAILED) and keeps the code of a LogferryError', async () => {
+    const dir = await scratch(cleanup);
+    await expect(pipelineFor(dir, yaml, [failingSink(() => new Error('no socket'))], { once: true })).rejects.toMatchObject({
+      code: 'LF_COMPONENT_BUILD_FAILED',
+      message: expect.stringMatching(/^cannot build sink out \(type unbuildable, at sinks\.out\): no socket; /) as unknown,
+    });
+    const own = new LogferryError('LF_CONFIG_ENV', 'TOKEN is not set');
+    await expect(pipelineFor(dir, yaml, [failingSink(() => own)], { once: true })).rejects.toBe(own);
+  });
+});
+
+describe('a source that fails as a whole', () => {
+  it('ends the run with LF_SOURCE_FAILED naming the source', async () => {
+    const dir = await scratch(cleanup);
+    const broken: ComponentDefinition<'source', typeof empty> = {
+      kind: 'source',
+      type: 'broken',
+      description: 'test source that fails',
+      schema: empty,
+      build: (): Source => ({
+        run: () => Promise.reject(new Error('the feed went away')),
+        checkpoint: () => ({}),
+      }),
+    };
+    const pipeline = await pipelineFor(
+      dir,
+      `sources:\n  feed: { type: broken }\nsinks:\n  probe: { type: probe, inputs: [feed] }\n`,
+      [broken as unknown as ComponentDefinition, testSink((d) => d.delivered())],
+      { once: true },
+    );
+    await expect(pipeline.run()).rejects.toMatchObject({ code: 'LF_SOURCE_FAILED', message: 'source feed failed: the feed went away' });
   });
 });
 

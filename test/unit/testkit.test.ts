@@ -3,6 +3,7 @@ import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import type { ComponentDefinition, Delivery, Sink, SinkContext } from '../../src/engine/types.js';
+import type { ErrorCode } from '../../src/errors.js';
 import { ConcurrencyLimit, parseRetryAfter, retryDefaults, retryUntilFinal, settleAll, statusFailureClass, type Verdict } from '../../src/sinks/delivery.js';
 import {
   driveSink,
@@ -119,6 +120,16 @@ const subjectOf = (definition: ComponentDefinition<'sink', typeof referenceSchem
   requestTimeoutMs: 1000,
 });
 
+/** What `fn` throws (undefined when it returns). */
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  return undefined;
+}
+
 async function post(agent: Agent, url: string, body: string | Buffer, headers: Record<string, string> = {}, timeoutMs = 5000) {
   const res = await request(url, { method: 'POST', body, headers, dispatcher: agent, signal: AbortSignal.timeout(timeoutMs) });
   return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
@@ -161,6 +172,7 @@ describe('startReceiver', () => {
     expect(corrupt.status).toBe(400);
     expect(receiver.requests[1]!.decodeError).toBeDefined();
     expect(() => receiver.records()).toThrow(/request #1 \(POST \/x\)/);
+    expect(thrown(() => receiver.records())).toMatchObject({ code: 'LF_TESTKIT_BAD_BODY' });
   });
 });
 
@@ -273,7 +285,8 @@ describe('driveSink', () => {
             for (const d of batch) {
               const id = d.record.doc.id;
               if (id === 3) continue;
-              if (id === 2) d.rejected('nope', 'X');
+              // What a sink written in JavaScript may pass: the result keeps it as given.
+              if (id === 2) d.rejected('nope', 'X' as ErrorCode);
               d.delivered();
               if (id === 1) d.delivered();
             }
@@ -288,6 +301,14 @@ describe('driveSink', () => {
     expect(result.settledTwice).toBe(2);
   });
 
+  it('refuses a definition that is not a sink, with LF_TESTKIT_MISUSE', () => {
+    const transform = { kind: 'transform', type: 'pass', description: 'x', schema: z.object({}), build: () => ({ process: (r: unknown) => r }) };
+    expect(thrown(() => driveSink(transform as unknown as ComponentDefinition<'sink', z.ZodObject>, {}, []))).toMatchObject({
+      code: 'LF_TESTKIT_MISUSE',
+      message: expect.stringContaining('"pass" is a transform, not a sink') as unknown,
+    });
+  });
+
   it('jobRecord makes a keyed job record', () => {
     expect(jobRecord(5, { status: 'failed' })).toMatchObject({ kind: 'job', key: 'conformance/5.json', doc: { id: 5, status: 'failed' } });
   });
@@ -298,6 +319,30 @@ describe('sink conformance: reference_http', () => {
 });
 
 describe('sink conformance catches a broken sink', () => {
+  it('a sink that rejects with a code that is not a logferry error code fails the refusal case', async () => {
+    // Its deliveries pass their own string as the code, as a sink written in JavaScript could.
+    const ownCodes: ComponentDefinition<'sink', typeof referenceSchema> = {
+      ...referenceSink,
+      type: 'own_codes_http',
+      build: (options, ctx) => {
+        const inner = new ReferenceHttpSink(options, ctx);
+        return {
+          run: (input) =>
+            inner.run(
+              (async function* () {
+                for await (const batch of input) {
+                  yield batch.map((d) => ({ record: d.record, delivered: () => d.delivered(), rejected: (reason: string) => d.rejected(reason, 'E_REFUSED' as ErrorCode) }));
+                }
+              })(),
+            ),
+          close: () => inner.close(),
+        };
+      },
+    };
+    const refusal = sinkConformanceCases(subjectOf(ownCodes)).find((c) => c.name.startsWith('a record-level refusal'))!;
+    await expect(refusal.run()).rejects.toThrow(/rejected\(\) was called with codes that are not logferry error codes: E_REFUSED/);
+  }, 30_000);
+
   it('a sink that acknowledges before sending fails the first case', async () => {
     const [first] = sinkConformanceCases(subjectOf(brokenSink));
     await expect(first!.run()).rejects.toThrow(/acknowledged before the destination's 2xx answer/);
