@@ -79,7 +79,8 @@ beforeAll(async () => {
   await symlink('../typescript/bin/tsc', join(modules, '.bin', 'tsc'));
   await symlink('../vitest/vitest.mjs', join(modules, '.bin', 'vitest'));
   packedCli = join(modules, 'logferry', 'dist', 'src', 'cli', 'main.js');
-  pathWithBin = { PATH: `${join(modules, '.bin')}${delimiter}${process.env.PATH ?? ''}` };
+  // NO_COLOR: vitest's summary line is matched as text.
+  pathWithBin = { NO_COLOR: '1', PATH: `${join(modules, '.bin')}${delimiter}${process.env.PATH ?? ''}` };
 }, STEP_MS);
 
 afterAll(async () => {

@@ -1,0 +1,59 @@
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { hasSemiSpaceFlag } from '../../src/cli/node-flags.js';
+import { createPlugin, pluginNameProblem, pluginVersions } from '../../src/cli/plugin-new.js';
+import { UsageError } from '../../src/errors.js';
+
+const manifest = { version: '0.1.0', devDependencies: { typescript: '~5.9', vitest: '^3.2.7', '@types/node': '^20.19.43' } };
+const dirs: string[] = [];
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+const scratch = async (): Promise<string> => {
+  const dir = await mkdtemp(join(tmpdir(), 'logferry-plugin-new-'));
+  dirs.push(dir);
+  return dir;
+};
+
+describe('plugin new', () => {
+  it('takes lowercase hyphenated names and says what is wrong with others', () => {
+    for (const good of ['acme', 'acme-store', 'store2', 'a1-b2-c3']) expect(pluginNameProblem(good)).toBeUndefined();
+    expect(pluginNameProblem('')).toMatch(/1 to 50 characters/);
+    expect(pluginNameProblem('x'.repeat(51))).toMatch(/1 to 50 characters/);
+    expect(pluginNameProblem('logferry-plugin-acme')).toMatch(/try "acme"/);
+    for (const bad of ['Acme', 'acme_store', '-acme', 'acme-', 'acme--store', '1acme', 'ac me', '../acme']) expect(pluginNameProblem(bad)).toMatch(/lowercase letters and digits/);
+  });
+
+  it('pins the plugin to this logferry minor line and to the tools it is built with', () => {
+    expect(pluginVersions(manifest)).toEqual({ logferry: '^0.1.0', typescript: '~5.9', vitest: '^3.2.7', typesNode: '^20.19.43' });
+  });
+
+  it('writes the package into a new or empty folder, and refuses a folder that has anything in it', async () => {
+    const base = await scratch();
+    const result = await createPlugin('acme-store', undefined, manifest, base);
+    expect(result.dir).toBe(join(base, 'logferry-plugin-acme-store'));
+    expect(result.sinkType).toBe('acme_store_put');
+    expect((await readdir(result.dir)).sort()).toEqual(['.gitignore', 'README.md', 'package.json', 'src', 'test', 'tsconfig.json']);
+    const source = await readFile(join(result.dir, 'src/index.ts'), 'utf8');
+    expect(source).toContain("type: 'acme_store_put'");
+    expect(source).toContain('requiresKey: true');
+    expect(source).toContain('export const acmeStoreSink');
+
+    const taken = join(base, 'taken');
+    await createPlugin('other', 'taken', manifest, base);
+    await expect(createPlugin('other', 'taken', manifest, base)).rejects.toThrow(/exists and is not empty \(6 entries\); nothing was written/);
+    await writeFile(join(base, 'a-file'), 'x');
+    await expect(createPlugin('other', 'a-file', manifest, base)).rejects.toBeInstanceOf(UsageError);
+    expect(await readFile(join(taken, 'package.json'), 'utf8')).toContain('logferry-plugin-other');
+  });
+});
+
+describe('the Node flag of bench', () => {
+  it('is found in the command line or NODE_OPTIONS, with any value', () => {
+    expect(hasSemiSpaceFlag(['--max-semi-space-size=64'], '')).toBe(true);
+    expect(hasSemiSpaceFlag([], '--inspect --max-semi-space-size=32')).toBe(true);
+    expect(hasSemiSpaceFlag(['--inspect'], '')).toBe(false);
+  });
+});
