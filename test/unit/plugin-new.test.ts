@@ -5,6 +5,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { hasSemiSpaceFlag } from '../../src/cli/node-flags.js';
 import { createPlugin, pluginNameProblem, pluginVersions } from '../../src/cli/plugin-new.js';
 import { UsageError } from '../../src/errors.js';
+import { httpSink } from '../../src/sinks/http.js';
+import { sinkConformanceCases } from '../../src/testkit/index.js';
 
 const manifest = { version: '0.1.0', devDependencies: { typescript: '~5.9', vitest: '^3.2.7', '@types/node': '^20.19.43' } };
 const dirs: string[] = [];
@@ -55,5 +57,23 @@ describe('the Node flag of bench', () => {
     expect(hasSemiSpaceFlag(['--max-semi-space-size=64'], '')).toBe(true);
     expect(hasSemiSpaceFlag([], '--inspect --max-semi-space-size=32')).toBe(true);
     expect(hasSemiSpaceFlag(['--inspect'], '')).toBe(false);
+  });
+});
+
+describe("the conformance kit's time limits", () => {
+  const subject = { definition: httpSink, options: (url: string) => ({ uri: url }) };
+
+  it("scales every case's time limit by timeScale, and adds shutdownLimitMs to the shutdown case", () => {
+    const base = sinkConformanceCases(subject).map((c) => c.timeoutMs);
+    const scaled = sinkConformanceCases({ ...subject, timeScale: 3 }).map((c) => c.timeoutMs);
+    expect(base.slice(0, 4).map((ms) => ms * 3)).toEqual(scaled.slice(0, 4));
+    expect(base[4]).toBe(20_000);
+    expect(sinkConformanceCases({ ...subject, shutdownLimitMs: 30_000 })[4]!.timeoutMs).toBe(45_000);
+  });
+
+  it('refuses limits out of their bounds, naming the option', () => {
+    expect(() => sinkConformanceCases({ ...subject, timeScale: 0.5 })).toThrow(/timeScale must be a number from 1 to 100, got 0.5/);
+    expect(() => sinkConformanceCases({ ...subject, timeScale: Number.NaN })).toThrow(/timeScale/);
+    expect(() => sinkConformanceCases({ ...subject, shutdownLimitMs: 50 })).toThrow(/shutdownLimitMs must be a whole number of ms from 100 to 600000, got 50/);
   });
 });
