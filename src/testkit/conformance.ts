@@ -38,6 +38,31 @@ export interface SinkUnderTest<S extends z.ZodType = z.ZodType> {
   requestTimeoutMs?: number;
   /** Where the sink's log lines go while the cases run; silent by default. */
   log?: Logger;
+  /**
+   * Multiplies every time limit of the cases (each case's test timeout, how long run() may take,
+   * how long held records may go without a retry): 1 (the default) suits a sink with a ~1 s
+   * request timeout on a local receiver; give 2 to 10 for a sink whose requests are slow by
+   * design (a large minimum batch wait, a slow client library) or a heavily loaded CI machine.
+   * From 1 to 100.
+   */
+  timeScale?: number;
+  /**
+   * How long run() may take to resolve after ctx.signal aborts (the shutdown case), in ms. Default
+   * 5000, from 100 to 600000; keep it below the engine's `shutdown_timeout` your users set.
+   * Not multiplied by timeScale: it is the promise the sink makes to the engine.
+   */
+  shutdownLimitMs?: number;
+}
+
+/** The time limits of the cases, as SinkUnderTest's timeScale and shutdownLimitMs set them. */
+function conformanceTimes(subject: { timeScale?: number; shutdownLimitMs?: number }): { scaled(ms: number): number; shutdownLimitMs: number } {
+  const scale = subject.timeScale ?? 1;
+  if (!Number.isFinite(scale) || scale < 1 || scale > 100) throw new RangeError(`SinkUnderTest.timeScale must be a number from 1 to 100, got ${scale}`);
+  const shutdownLimitMs = subject.shutdownLimitMs ?? 5_000;
+  if (!Number.isInteger(shutdownLimitMs) || shutdownLimitMs < 100 || shutdownLimitMs > 600_000) {
+    throw new RangeError(`SinkUnderTest.shutdownLimitMs must be a whole number of ms from 100 to 600000, got ${shutdownLimitMs}`);
+  }
+  return { scaled: (ms) => Math.round(ms * scale), shutdownLimitMs };
 }
 
 export interface ConformanceCase {
@@ -352,14 +377,15 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
   const timeoutMs = subject.requestTimeoutMs ?? 1000;
   // Past any client timeout that is really `timeoutMs`, even with coarse timers (undici's tick is ~0.5 s).
   const slowMs = timeoutMs + 1500;
+  const { scaled, shutdownLimitMs } = conformanceTimes(subject);
 
   return [
     {
       name: 'delivers every record and acknowledges each exactly once, only after a success answer',
-      timeoutMs: 30_000,
+      timeoutMs: scaled(30_000),
       run: () =>
         withRig(subject, faultPlans.none, 200, async (rig) => {
-          const result = await rig.drive({ onDelivered: (r) => rig.checkEarlyAck(r) }, 25_000);
+          const result = await rig.drive({ onDelivered: (r) => rig.checkEarlyAck(r) }, scaled(25_000));
           assertContract(result);
           assertNoEarlyAck(rig);
           assertAllDelivered(result, rig.records);
@@ -367,13 +393,13 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
     },
     {
       name: 'retries throttling, dropped connections and slow answers until every record arrives',
-      timeoutMs: 60_000,
+      timeoutMs: scaled(60_000),
       run: () => {
         const unavailable: Fault = { kind: 'status', status: 503, retryAfter: '1', body: 'service unavailable (fault proxy)' };
         // One fault of each kind first, so the case holds for a sink that sends all records in a few requests.
         const plan = faultPlans.sequence([unavailable, { kind: 'drop' }, { kind: 'delay', ms: slowMs }], faultPlans.mixed({ unavailable: 0.3, drop: 0.05, slow: 0.05, slowMs, seed: 20260101 }));
         return withRig(subject, plan, 200, async (rig) => {
-          const result = await rig.drive({ onDelivered: (r) => rig.checkEarlyAck(r) }, 55_000);
+          const result = await rig.drive({ onDelivered: (r) => rig.checkEarlyAck(r) }, scaled(55_000));
           assertContract(result);
           assertNoEarlyAck(rig);
           assertAllDelivered(result, rig.records);
@@ -384,10 +410,10 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
     },
     {
       name: 'a record-level refusal (400 about the body) rejects only the records it concerns',
-      timeoutMs: 30_000,
+      timeoutMs: scaled(30_000),
       run: () =>
         withRig(subject, faultPlans.rejectWhen((r) => r.ids.includes(7), 400, 'record 7 is malformed'), 30, async (rig) => {
-          const result = await rig.drive({}, 25_000);
+          const result = await rig.drive({}, scaled(25_000));
           assertContract(result);
           assert.equal(result.unsettled.length, 0, `${result.unsettled.length} records were left unsettled: ids ${sample(result.unsettled.map(idOf))}`);
           const seven = result.rejected.find((r) => idOf(r.record) === 7);
@@ -409,7 +435,7 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
     },
     {
       name: 'a destination-level refusal (403 for every request) holds every record: none rejected; delivered once the destination answers',
-      timeoutMs: 40_000,
+      timeoutMs: scaled(40_000),
       run: () => {
         let refusing = true;
         const refusedAt: number[] = [];
@@ -427,16 +453,16 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
                 rig.checkEarlyAck(record);
               },
             },
-            35_000,
+            scaled(35_000),
           );
           // Refused for a while: past the first wave of requests, the held records are retried.
           const heldMs = 500;
-          const retried = await waitUntil(() => refusedAt.length > 0 && refusedAt[refusedAt.length - 1]! - refusedAt[0]! >= heldMs, 15_000);
+          const retried = await waitUntil(() => refusedAt.length > 0 && refusedAt[refusedAt.length - 1]! - refusedAt[0]! >= heldMs, scaled(15_000));
           refusing = false;
           const result = await driving;
           assert.ok(
             retried,
-            `the sink sent no request ${heldMs} ms or more after its first 403 (${refusedAt.length} requests in 15 s): a held record must be retried until the destination answers`,
+            `the sink sent no request ${heldMs} ms or more after its first 403 (${refusedAt.length} requests in ${scaled(15_000) / 1000} s): a held record must be retried until the destination answers`,
           );
           assertContract(result);
           assert.equal(deliveredWhileRefused, 0, `${deliveredWhileRefused} records were acknowledged while every answer was a 403`);
@@ -452,7 +478,7 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
     },
     {
       name: 'drains on shutdown: stops retrying when aborted, leaving records unacknowledged',
-      timeoutMs: 20_000,
+      timeoutMs: scaled(15_000) + shutdownLimitMs,
       run: () =>
         withRig(subject, faultPlans.always({ kind: 'status', status: 503, retryAfter: '0', body: 'service unavailable (fault proxy)' }), 20, async (rig) => {
           let abortedAt = 0;
@@ -462,15 +488,15 @@ export function sinkConformanceCases<S extends z.ZodType>(subject: SinkUnderTest
           }, 300);
           let result: DriveResult;
           try {
-            result = await rig.drive({}, 300 + 5_000);
+            result = await rig.drive({}, 300 + shutdownLimitMs);
           } catch (err) {
-            assert.fail(`run() must resolve within 5 s of the abort (retries must end on ctx.signal): ${(err as Error).message}`);
+            assert.fail(`run() must resolve within ${shutdownLimitMs} ms of the abort (retries must end on ctx.signal; SinkUnderTest.shutdownLimitMs sets the limit): ${(err as Error).message}`);
           } finally {
             clearTimeout(timer);
           }
           assertContract(result);
           assert.ok(abortedAt > 0, 'run() resolved before the abort although every answer was a 503: the sink gave up on its own');
-          assert.ok(result.runEndedAt - abortedAt <= 5_000, `run() resolved ${result.runEndedAt - abortedAt} ms after the abort; the limit is 5000 ms`);
+          assert.ok(result.runEndedAt - abortedAt <= shutdownLimitMs, `run() resolved ${result.runEndedAt - abortedAt} ms after the abort; the limit is ${shutdownLimitMs} ms`);
           assert.ok(rig.proxy.requests > 0, 'the sink sent no request at all, so this case proves nothing');
           assert.equal(
             result.delivered.length,
