@@ -159,7 +159,15 @@ async function cutOver(): Promise<void> {
               fn: (deferred: Benchmark.Deferred) => {
                 // Each handed-over line is moved to a worker, so each run sends fresh copies.
                 const runs = Array.from({ length: inFlight }, () => pool.prepare('jobs', Buffer.from(line), origin));
-                void Promise.all(runs).then(() => deferred.resolve());
+                // Detached: Benchmark.js times the run until deferred.resolve(). A failing line would
+                // leave it waiting for good, so it ends the benchmark with the error instead.
+                void Promise.all(runs).then(
+                  () => deferred.resolve(),
+                  (err: unknown) => {
+                    process.stderr.write(`the pool failed a line: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+                    process.exit(1);
+                  },
+                );
               },
               ...options,
             },

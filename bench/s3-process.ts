@@ -27,8 +27,12 @@ const address = await server.run();
 process.stdout.write(`PORT ${address.port}\n`);
 process.stdin.resume();
 process.stdin.on('end', () => {
-  void server.close().finally(() => {
-    rmSync(directory, { recursive: true, force: true });
-    process.exit(0);
-  });
+  // Detached: an event handler cannot wait. A failing close is reported; the folder goes either way.
+  void server
+    .close()
+    .catch((err: unknown) => process.stderr.write(`s3rver did not close cleanly: ${err instanceof Error ? err.message : String(err)}\n`))
+    .finally(() => {
+      rmSync(directory, { recursive: true, force: true });
+      process.exit(0);
+    });
 });

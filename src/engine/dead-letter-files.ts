@@ -120,6 +120,8 @@ export class ReplayProgress {
     this.queued.push(JSON.stringify({ file: line.file, offset: line.offset, id: line.id }) + '\n');
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
+      // Detached: confirm() is called per record and must not wait for the disk. A failure is kept
+      // and thrown by the next flush(), which the replay awaits before it ends.
       void this.flush().catch((err: unknown) => (this.failure ??= err));
     }, FLUSH_INTERVAL_MS);
   }

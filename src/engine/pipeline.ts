@@ -425,7 +425,11 @@ export class Pipeline {
       entry.running = entry.sink.run(entry.channel).catch((err: unknown) => this.fail(err, `sink ${id} failed`));
     }
     // Saves are serialized (CheckpointSaver): a tick while a save runs is coalesced into the next one.
-    const checkpointTimer = setInterval(() => void this.checkpointSaver.save(), this.config.checkpointIntervalMs);
+    // Detached: the timer cannot wait. save() records a failing save in checkpointSaver.failures and
+    // does not reject; the catch keeps a future rejection from becoming an unhandled one.
+    const checkpointTimer = setInterval(() => {
+      void this.checkpointSaver.save().catch((err: unknown) => this.log.error('checkpoint save failed', { code: 'LF_CHECKPOINT_FAILED', error: err }));
+    }, this.config.checkpointIntervalMs);
     const deadLetterWatch = this.watchDeadLettersForGiveUp();
     checkpointTimer.unref();
 
@@ -456,7 +460,7 @@ export class Pipeline {
       this.componentAbort.abort(new LogferryError('LF_SHUTDOWN_TIMEOUT', 'shutdown_timeout ran out'));
     }
     for (const { channel } of this.sinks.values()) channel.close();
-    await Promise.all([...this.sinks.values()].map((s) => s.running));
+    await Promise.all([...this.sinks.values()].flatMap((s) => (s.running ? [s.running] : [])));
     for (const [id, { sink }] of this.sinks) {
       await sink.close?.().catch((err: unknown) => this.log.error('sink close failed', { sink: id, error: err }));
     }

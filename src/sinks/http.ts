@@ -268,7 +268,13 @@ export class HttpSink implements Sink {
     if (this.current && this.current.bytes + bytes > max_bytes) return this.flush().then(() => this.add(delivery));
     if (!this.current) {
       this.current = { deliveries: [], lines: [], bytes: 0 };
-      this.flushTimer = setTimeout(() => void this.flush(), this.options.batch.timeout_ms);
+      this.flushTimer = setTimeout(() => {
+        // Detached: a timer cannot wait. deliver() settles every batch it is given, so this only
+        // logs a bug, which would otherwise be an unhandled rejection that ends the process.
+        void this.flush().catch((err: unknown) =>
+          this.ctx.log.error('http sink failed to send a batch on its timeout', { code: 'LF_SINK_FAILED', uri: this.target, error: err }),
+        );
+      }, this.options.batch.timeout_ms);
     }
     this.current.deliveries.push(delivery);
     this.current.lines.push(line);
@@ -287,7 +293,22 @@ export class HttpSink implements Sink {
 
   /** Waits for a free request slot (so a slow server slows the input), then sends in the background. */
   private send(batch: Batch): Promise<void> {
-    return this.limit.run(() => this.deliver(batch));
+    return this.limit.run(() => this.deliverOrReject(batch));
+  }
+
+  /**
+   * The ConcurrencyLimit must not see a rejection: nobody awaits a task running in the background,
+   * so it would end the process. An exception while sending a batch makes its records dead letters.
+   */
+  private async deliverOrReject(batch: Batch): Promise<void> {
+    try {
+      await this.deliver(batch);
+    } catch (err) {
+      // Only a bug gets here (attempt() turns every request failure into a verdict).
+      const count = batch.deliveries.length;
+      const reason = `http sink failed on a batch of ${count} record${count === 1 ? '' : 's'} for ${this.target}: ${(err as Error).message}`;
+      settleAll(batch.deliveries, { kind: 'record', reason, code: 'LF_SINK_REJECTED' });
+    }
   }
 
   /**
@@ -318,7 +339,7 @@ export class HttpSink implements Sink {
         reason: verdict.reason,
       });
       const half = Math.ceil(batch.deliveries.length / 2);
-      for (const part of [sliceBatch(batch, 0, half), sliceBatch(batch, half, batch.deliveries.length)]) await this.deliver(part);
+      for (const part of [sliceBatch(batch, 0, half), sliceBatch(batch, half, batch.deliveries.length)]) await this.deliverOrReject(part);
       return;
     } else {
       this.warnOnce(verdict.reason);

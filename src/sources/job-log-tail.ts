@@ -256,6 +256,8 @@ class JobLogTail implements Source {
       this.adoptions = undefined;
       // Handles are closed only after the engine has drained; positions stay in memory for the
       // final checkpoint, which the engine writes after this returns.
+      // Not awaited, and a failing close is ignored: the positions are in memory already, and a
+      // handle that will not close costs nothing the process exit does not reclaim.
       for (const file of this.files.values()) void file.handle.close().catch(() => {});
     }
   }

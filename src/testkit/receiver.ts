@@ -199,7 +199,13 @@ export async function startReceiver(options: ReceiverOptions = {}): Promise<Rece
       headers['content-length'] = Buffer.byteLength(payload);
       res.writeHead(answer.status, headers);
       res.end(payload);
-    })();
+    })().catch((err: unknown) => {
+      // Detached, as a request handler cannot be awaited. An answer that cannot be written (a
+      // respond() hook's status or header that Node refuses) resets the connection, so the sink
+      // under test sees a failure, and is reported here instead of ending the test process.
+      process.stderr.write(`logferry test receiver: cannot answer ${req.method ?? 'GET'} ${req.url ?? '/'}: ${err instanceof Error ? err.message : String(err)}\n`);
+      res.destroy();
+    });
   });
   const port = await listenLocal(server);
   const records = (): JsonObject[] =>

@@ -101,8 +101,10 @@ export function nodeAt(node: JsonNode, path: string): JsonNode | undefined {
   let current: JsonNode | undefined = node;
   for (const segment of path.split('.')) {
     if (current?.t !== 'obj') return undefined;
-    const members: JsonNode['members'] = current.members;
-    current = members.findLast(([k]) => k === segment)?.[2];
+    let found: JsonNode | undefined;
+    // The last member of that name wins; the project's lib (ES2022) has no findLast.
+    for (const [key, , value] of current.members) if (key === segment) found = value;
+    current = found;
   }
   return current;
 }

@@ -35,7 +35,10 @@ function fuzzLines(seeds: readonly Buffer[], count: number): Buffer[] {
     (line) => line.subarray(0, 1 + int(line.length - 1)),
     (line) => {
       const copy = Buffer.from(line);
-      for (let n = 1 + int(3); n > 0; n--) copy[int(copy.length)] ^= 1 + int(255);
+      for (let n = 1 + int(3); n > 0; n--) {
+        const i = int(copy.length);
+        copy[i] = (copy[i] ?? 0) ^ (1 + int(255));
+      }
       return copy;
     },
     (line) => splice(line, at(line), '"'),

@@ -38,7 +38,12 @@ async function startDestination(): Promise<{ url: string; mode: 'refuse' | 'ok' 
       if (state.mode === 'slow') await new Promise((r) => setTimeout(r, state.slowMs));
       const ids = documentIds(parseDocuments(decodeBody(raw, req.headers['content-encoding'])));
       res.writeHead(200).end('', () => state.delivered.push(...ids));
-    })();
+    })().catch((err: unknown) => {
+      // Detached (a request handler cannot be awaited): a body this test cannot read is answered
+      // 500 with the reason, so the run fails visibly instead of with an unhandled rejection.
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(`test destination failed: ${(err as Error).message}`);
+    });
   });
   servers.push(server);
   state.url = `http://127.0.0.1:${await listenLocal(server)}/ingest`;

@@ -115,7 +115,12 @@ async function startDestination(answer: (ids: number[]) => number, port = 0): Pr
         res.end(status >= 300 ? `refused by the test destination (${status})` : '');
       },
       () => res.destroy(),
-    );
+    ).catch((err: unknown) => {
+      // Detached (a request handler cannot be awaited): a body this test cannot read is answered
+      // 500 with the reason, so the run fails visibly instead of with an unhandled rejection.
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(`test destination failed: ${(err as Error).message}`);
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -103,4 +103,26 @@ describe('http sink', () => {
     expect(problems({ encoding: 'json', idempotency_header: 'Idempotency Key' })[0]).toMatch(/not a valid header name/);
     expect(problems({ encoding: 'json', idempotency_header: 'Content-Length' })[0]).toMatch(/set by the HTTP client/);
   });
+
+  it('an exception while sending a batch makes its records dead letters, not an unhandled rejection', async () => {
+    const receiver = await startReceiver();
+    try {
+      // A record whose key cannot be read stands for any bug on the way to a request: the
+      // idempotency header reads the key while the request runs in the background.
+      const broken = jobRecord(1);
+      Object.defineProperty(broken, 'key', {
+        get(): never {
+          throw new Error('the key cannot be read');
+        },
+      });
+      const result = await driveSink(httpSink, { uri: receiver.url, encoding: 'json', idempotency_header: 'Idempotency-Key', ...fast }, [broken, jobRecord(2)]);
+      expect(result.rejected).toHaveLength(1);
+      expect(result.rejected[0]).toMatchObject({ code: 'LF_SINK_REJECTED' });
+      expect(result.rejected[0]!.reason).toMatch(/http sink failed on a batch of 1 record for .*: the key cannot be read/);
+      expect(result.delivered).toHaveLength(1);
+      expect(receiver.ids()).toEqual([2]);
+    } finally {
+      await receiver.close();
+    }
+  });
 });

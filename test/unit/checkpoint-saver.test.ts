@@ -60,13 +60,16 @@ describe('CheckpointSaver', () => {
         };
         const state = (): unknown => ({ version: 1, files: [...known].sort().map((f) => ({ dev: 1, ino: f, offset: offsets[f] })) });
         const saver = new CheckpointSaver(new CheckpointStore('/nowhere', silentLogger, write), () => [{ id: 'jobs', state }], silentLogger);
+        const saveRejections: unknown[] = [];
 
         for (const o of ops) {
           if (o.kind === 'advance') {
             known.add(o.file);
             offsets[o.file]! += o.by;
           } else if (o.kind === 'save') {
-            void saver.save();
+            // Not awaited: its writes are held until a 'complete' step. save() must never reject (a
+            // failing write is kept in saver.failures); a rejection is recorded and fails the case.
+            void saver.save().catch((err: unknown) => saveRejections.push(err));
           } else if (o.kind === 'complete') {
             if (inFlight.length > 0) complete(o.pick % inFlight.length, o.fail);
           }
@@ -74,15 +77,15 @@ describe('CheckpointSaver', () => {
         }
         // Shutdown: the final save, with every write from here on succeeding.
         let finished = false;
-        const final = saver.final().then((failures) => {
+        const final = saver.final().finally(() => {
           finished = true;
-          return failures;
         });
         while (!finished) {
           if (inFlight.length > 0) complete(0, false);
           await settle();
         }
         expect((await final).size).toBe(0);
+        expect(saveRejections).toEqual([]);
         // Never two writes at once; even without this check, the sequence below catches a race.
         expect(maxConcurrent).toBeLessThanOrEqual(1);
 

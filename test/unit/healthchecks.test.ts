@@ -57,7 +57,7 @@ describe('s3 health check: what a HeadBucket failure means', () => {
 const servers: Server[] = [];
 const sinks: Sink[] = [];
 afterEach(async () => {
-  await Promise.all(sinks.splice(0).map((s) => s.close?.()));
+  await Promise.all(sinks.splice(0).map(async (s) => s.close?.()));
   for (const server of servers.splice(0)) {
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));

@@ -94,7 +94,7 @@ describe('masking (property)', () => {
         expect(JSON.parse(body)).toEqual(JSON.parse(JSON.stringify(record.doc)));
 
         // The pool worker: owned bytes, the same transform, bodies from the kept source text.
-        const pooled = parseText(text, origin, Buffer.from(text), true);
+        const pooled = parseText(text, origin, Buffer.from(text), { ownedBytes: true });
         if (!pooled.ok) throw new Error('not parsed on the pool path');
         const pooledRecord = redact.process(pooled.record) as LogRecord;
         leaks('the pool body', bodyFrom(pooledRecord.sourceText, pooledRecord.doc).toString('utf8'));

@@ -34,7 +34,7 @@ function context(): ComponentContext {
 }
 
 function maskedJob(): JsonObject {
-  return deepFreeze({
+  return deepFreeze<JsonObject>({
     id: 101,
     flow_id: 234,
     status: 'succeeded',
