@@ -1,5 +1,15 @@
+import type { z } from 'zod';
 import type { ComponentDefinition, ComponentKind } from './engine/types.js';
 import { LogferryError } from './errors.js';
+
+/**
+ * A definition as the registry stores it: the same object, its options' type erased. The one
+ * typed way from a definition with typed options to the registry's form (the built-ins, a
+ * plugin's `defineSink`); it compiles only for a complete definition of kind `K`.
+ */
+export function registrable<K extends ComponentKind, S extends z.ZodType>(definition: ComponentDefinition<K, S>): ComponentDefinition<K> {
+  return definition;
+}
 
 /** Component types by kind; built-ins are registered at start-up, plugins add theirs. */
 export class ComponentRegistry {
@@ -9,7 +19,8 @@ export class ComponentRegistry {
     sink: new Map(),
   };
 
-  register(definition: ComponentDefinition): this {
+  register<K extends ComponentKind, S extends z.ZodType>(typed: ComponentDefinition<K, S>): this {
+    const definition: ComponentDefinition = registrable(typed);
     const table = this.byKind[definition.kind];
     if (table.has(definition.type)) {
       throw new LogferryError('LF_PLUGIN_INVALID', `${definition.kind} type "${definition.type}" is registered twice: each type name may be defined once, built-in or plugin`);

@@ -426,44 +426,38 @@ function firstAliasOffset(doc: Document): number {
   return offset;
 }
 
-interface SchemaDefinition {
-  type: string;
-  innerType?: z.ZodType;
-  in?: z.ZodType;
-  shape?: Record<string, z.ZodType>;
-  element?: z.ZodType;
-  valueType?: z.ZodType;
-}
+/** Wrappers that change how a value is parsed but not the options inside it; `unwrap()` gives what they wrap. */
+const WRAPPERS = [z.ZodOptional, z.ZodExactOptional, z.ZodNullable, z.ZodDefault, z.ZodPrefault, z.ZodNonOptional, z.ZodCatch, z.ZodReadonly, z.ZodSuccess, z.ZodPromise] as const;
 
-function definitionOf(schema: z.ZodType): SchemaDefinition {
-  return (schema as unknown as { _zod: { def: SchemaDefinition } })._zod.def;
+/** What `schema` wraps, or undefined when it wraps nothing (a pipe counts as its input schema). */
+function unwrapped(schema: z.core.$ZodType): z.core.$ZodType | undefined {
+  for (const wrapper of WRAPPERS) if (schema instanceof wrapper) return schema.unwrap();
+  if (schema instanceof z.ZodPipe) return schema.in;
+  return undefined;
 }
 
 /** The sub-schema at `path`, through defaults, optionals, pipes, arrays and records. */
-function schemaAt(schema: z.ZodType | undefined, path: readonly PathSegment[]): z.ZodType | undefined {
+function schemaAt(schema: z.core.$ZodType | undefined, path: readonly PathSegment[]): z.core.$ZodType | undefined {
   let current = schema;
   let index = 0;
   while (current) {
-    const def = definitionOf(current);
-    const wrapped = def.innerType ?? (def.type === 'pipe' ? def.in : undefined);
+    const wrapped = unwrapped(current);
     if (wrapped) {
       current = wrapped;
       continue;
     }
     if (index === path.length) return current;
     const segment = path[index++]!;
-    if (def.type === 'object') current = def.shape?.[String(segment)];
-    else if (def.type === 'array') current = def.element;
-    else if (def.type === 'record') current = def.valueType;
+    if (current instanceof z.ZodObject) current = current.shape[String(segment)];
+    else if (current instanceof z.ZodArray) current = current.element;
+    else if (current instanceof z.ZodRecord) current = current.valueType;
     else return undefined;
   }
   return undefined;
 }
 
-function objectKeys(schema: z.ZodType | undefined): string[] {
-  if (!schema) return [];
-  const def = definitionOf(schema);
-  return def.type === 'object' && def.shape ? Object.keys(def.shape) : [];
+function objectKeys(schema: z.core.$ZodType | undefined): string[] {
+  return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
 }
 
 /** Inputs exist and are not sinks, no cycles, nothing unused, keyed sinks get keyed records. */

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import type { ComponentConfig, PipelineConfig } from '../config/types.js';
-import { LogferryError, componentBuildFailure, errorMessage, ioErrorText, knownCode, transformFailure, unprocessable, type ErrorCode } from '../errors.js';
+import { LogferryError, componentBuildFailure, errorMessage, ioErrorText, knownCode, unprocessable, type ErrorCode } from '../errors.js';
 import { ByteBudget, isRecordBytes, recordCharge } from './budget.js';
 import { Channel } from './channel.js';
 import { CheckpointSaver, CheckpointStore } from './checkpoints.js';
@@ -14,7 +14,8 @@ import { PoolBrokenError, RecordPool, poolThreads } from './record-pool.js';
 import { parseLine } from '../records/parse.js';
 import { documentBody, preparedRecord } from '../records/body.js';
 import { deadLetterRedactor } from '../records/redaction.js';
-import { NOT_A_RECORD, isDrop, isRecordLike } from './record-shape.js';
+import { isRecordLike } from './record-shape.js';
+import { TransformGraph, type WalkEvents, type WalkFailure } from './graph-walk.js';
 import { collectSecrets, SecretScrubber } from './secrets.js';
 import { SinkState, type SinkStatus } from './sink-state.js';
 import type {
@@ -30,7 +31,6 @@ import type {
   Source,
   SourceContext,
   Transform,
-  TransformResult,
 } from './types.js';
 
 export interface PipelineOptions {
@@ -84,7 +84,6 @@ export interface RunSummary {
 const SETTLED = Promise.resolve();
 const NO_LIMITS: LineLimits = {};
 
-type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind: 'sink'; id: string; channel: Channel<Delivery> };
 
 /**
  * Reference count of one source record across the graph: one for the dispatch itself, one per
@@ -176,9 +175,14 @@ export class Pipeline {
   private readonly sourceAbort = new AbortController();
   /** Stops retries inside sinks and transforms (last step, or when the drain times out). */
   private readonly componentAbort = new AbortController();
-  private readonly consumers = new Map<string, Consumer[]>();
-  /** Every transform and sink by id: where a GraphEntry puts a record. */
-  private readonly consumerById = new Map<string, Consumer>();
+  /** Transforms and sinks by their inputs; a sink's node holds the channel its deliveries go into. */
+  private readonly graph = new TransformGraph<Channel<Delivery>>();
+  /** How the walk's outcomes become deliveries, drops and dead letters of a record (its Finalizer). */
+  private readonly walkEvents: WalkEvents<Channel<Delivery>, Finalizer> = {
+    deliver: (channel, sinkId, record, finalizer) => this.deliverTo(sinkId, channel, record, finalizer),
+    dropped: (transformId) => this.countDropped(transformId),
+    deadLetter: (transformId, record, failure, finalizer) => this.transformFailed(transformId, record, failure, finalizer),
+  };
   private readonly sources = new Map<string, Source>();
   private readonly sinks = new Map<string, { sink: Sink; channel: Channel<Delivery>; state: SinkState; running?: Promise<void> }>();
   private pool: RecordPool | undefined;
@@ -258,10 +262,10 @@ export class Pipeline {
     }
     for (const c of this.config.transforms) {
       const transform = await this.buildComponent<Transform>(c, this.context(c));
-      this.addConsumer(c, { kind: 'transform', id: c.id, transform });
+      this.graph.add(c.inputs, { kind: 'transform', id: c.id, transform });
     }
     for (const c of this.config.sinks) {
-      this.addConsumer(c, { kind: 'sink', id: c.id, channel: this.sinks.get(c.id)!.channel });
+      this.graph.add(c.inputs, { kind: 'sink', id: c.id, sink: this.sinks.get(c.id)!.channel });
     }
     for (const c of this.config.sources) {
       this.sources.set(c.id, await this.buildComponent<Source>(c, this.context(c)));
@@ -297,15 +301,6 @@ export class Pipeline {
       sinks: this.config.sinks.map((c) => ({ id: c.id, inputs: c.inputs, gzip: this.sinks.get(c.id)!.sink.bodyCompression === 'gzip' })),
       secrets: collectSecrets([...this.config.sources, ...this.config.transforms, ...this.config.sinks]),
     };
-  }
-
-  private addConsumer(c: ComponentConfig, consumer: Consumer): void {
-    this.consumerById.set(c.id, consumer);
-    for (const input of c.inputs) {
-      const list = this.consumers.get(input) ?? [];
-      list.push(consumer);
-      this.consumers.set(input, list);
-    }
   }
 
   private sinkContext(c: ComponentConfig): SinkContext {
@@ -489,13 +484,13 @@ export class Pipeline {
     const entry: GraphEntry = {
       signal,
       emit: (componentId, record, bytes, onFinal) => {
-        const consumer = this.consumerById.get(componentId);
-        if (!consumer) return Promise.reject(new LogferryError('LF_REPLAY_FAILED', `the pipeline has no transform or sink ${componentId}`));
+        const node = this.graph.node(componentId);
+        if (!node) return Promise.reject(new LogferryError('LF_REPLAY_FAILED', `the pipeline has no transform or sink ${componentId}`));
         const charge = recordCharge(bytes);
         const admit = (): void => {
           const finalizer = this.startRecord(charge, onFinal);
           this.countIn(bytes);
-          this.guarded(componentId, record.origin, finalizer, () => this.consume(consumer, record, finalizer), record.doc);
+          this.guarded(componentId, record.origin, finalizer, () => this.held(this.graph.visit(node, record, this.walkEvents, finalizer), componentId, finalizer), record.doc);
           finalizer.release();
         };
         if (this.budget.tryAcquire(charge)) {
@@ -811,38 +806,19 @@ export class Pipeline {
   }
 
   private dispatch(fromId: string, record: LogRecord, finalizer: Finalizer): void {
-    const consumers = this.consumers.get(fromId);
-    if (!consumers) return;
-    for (const consumer of consumers) this.consume(consumer, record, finalizer);
+    this.held(this.graph.route(fromId, record, this.walkEvents, finalizer), fromId, finalizer);
   }
 
-  /** One consumer takes the record: a sink gets a delivery, a transform runs and passes on what it returns. */
-  private consume(consumer: Consumer, record: LogRecord, finalizer: Finalizer): void {
-    if (consumer.kind === 'sink') {
-      this.deliverTo(consumer.id, consumer.channel, record, finalizer);
-      return;
-    }
-    let result: TransformResult | Promise<TransformResult>;
-    try {
-      result = consumer.transform.process(record);
-    } catch (err) {
-      this.transformFailed(consumer.id, record, err, finalizer);
-      return;
-    }
-    if (isThenable(result)) {
-      finalizer.retain();
-      // Whatever happens after the transform answers (the records it returned going on through
-      // the graph) is guarded too: a throw there must not become an unhandled rejection.
-      Promise.resolve(result)
-        .then(
-          (r) => this.guarded(consumer.id, record.origin, finalizer, () => this.forward(consumer.id, record, r, finalizer), record.doc),
-          (err: unknown) => this.transformFailed(consumer.id, record, err, finalizer),
-        )
-        .catch((err: unknown) => this.log.error('could not dead-letter a record', { component: consumer.id, error: errorMessage(err) }))
-        .finally(() => finalizer.release());
-    } else {
-      this.forward(consumer.id, record, result, finalizer);
-    }
+  /**
+   * A walk that waits for a transform's promise keeps the record unfinished until it is done.
+   * Called while the caller still holds its own reference, so the count cannot reach zero first.
+   */
+  private held(walking: Promise<void> | undefined, component: string, finalizer: Finalizer): void {
+    if (!walking) return;
+    finalizer.retain();
+    walking
+      .catch((err: unknown) => this.log.error('could not dead-letter a record', { component, error: errorMessage(err) }))
+      .finally(() => finalizer.release());
   }
 
   /**
@@ -868,24 +844,13 @@ export class Pipeline {
     this.metrics.count(transformId, 'dropped');
   }
 
-  private forward(transformId: string, input: LogRecord, result: TransformResult, finalizer: Finalizer): void {
-    if (isDrop(result)) {
-      this.countDropped(transformId);
-      return;
-    }
-    const records = Array.isArray(result) ? result : [result];
-    // A plugin that returns something else than records has failed on the record it was given.
-    if (!records.every(isRecordLike)) {
-      this.deadLetterRecord(input, transformId, 'LF_TRANSFORM_FAILED', NOT_A_RECORD, finalizer);
-      return;
-    }
-    for (const r of records) this.dispatch(transformId, r, finalizer);
-  }
-
-  private transformFailed(transformId: string, record: LogRecord, err: unknown, finalizer: Finalizer): void {
-    const { code, reason, expected } = transformFailure(err);
-    if (!expected) {
-      this.log.error('transform threw on a record; the record goes to the dead letters', { transform: transformId, error: errorMessage(err) });
+  private transformFailed(transformId: string, record: LogRecord, failure: WalkFailure, finalizer: Finalizer): void {
+    const { code, reason, unexpected } = failure;
+    if (unexpected?.where === 'transform') {
+      this.log.error('transform threw on a record; the record goes to the dead letters', { transform: transformId, error: errorMessage(unexpected.error) });
+    } else if (unexpected) {
+      const { origin } = record;
+      this.log.error('handling a record threw; the record goes to the dead letters', { component: transformId, code, reason, file: origin.file, offset: origin.offset });
     }
     this.deadLetterRecord(record, transformId, code, reason, finalizer);
   }
@@ -930,8 +895,4 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
-}
-
-function isThenable(value: unknown): value is PromiseLike<TransformResult> {
-  return value !== null && typeof value === 'object' && typeof (value as { then?: unknown }).then === 'function';
 }

@@ -1,20 +1,17 @@
 import { gzipSync } from 'node:zlib';
 import { move, transferableSymbol, valueSymbol, workerData } from 'piscina';
-import { errorMessage, LogferryError, transformFailure, unprocessable, type ErrorCode } from '../errors.js';
+import { errorMessage, LogferryError, unprocessable, type ErrorCode } from '../errors.js';
 import { loadPlugins } from '../plugin/load.js';
 import { bodyFrom } from '../records/body.js';
 import { decodeLine, lineReference, parseText, utf8Problem } from '../records/parse.js';
 import { deadLetterRedactor } from '../records/redaction.js';
-import { ComponentRegistry } from '../registry.js';
-import { pathFormatTransform } from '../transforms/path-format.js';
-import { redactTransform } from '../transforms/redact.js';
-import { selectTransform } from '../transforms/select.js';
+import { builtinTransformRegistry } from '../transforms/builtins.js';
+import { TransformGraph, type WalkEvents } from './graph-walk.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { SecretScrubber } from './secrets.js';
 import { transferable, type PoolBroken, type PoolEvent, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
-import { NOT_A_RECORD, isDrop, isRecordLike } from './record-shape.js';
-import type { ComponentDefinition, JsonObject, LogRecord, SourceText, Transform, TransformResult } from './types.js';
+import type { JsonObject, LogRecord, SourceText, Transform } from './types.js';
 
 /**
  * The worker side of the record pool: parses a large line, runs the pipeline's transforms on it
@@ -23,36 +20,42 @@ import type { ComponentDefinition, JsonObject, LogRecord, SourceText, Transform,
  * main thread; they are pure functions of the record, which is what makes this move safe.
  */
 
-type Consumer = { kind: 'transform'; id: string; transform: Transform } | { kind: 'sink'; id: string; gzip: boolean };
+/** A sink as the worker sees it: whether it wants a gzipped body besides the JSON one. */
+interface PoolSink {
+  readonly gzip: boolean;
+}
+
+/** One record's walk: the bodies made so far and what happened, in order, for the main thread. */
+interface Walk {
+  readonly bodies: Bodies;
+  readonly events: PoolEvent[];
+}
 
 const metrics = new Metrics();
-let graph: Promise<Map<string, Consumer[]>> | undefined;
+let graph: Promise<TransformGraph<PoolSink>> | undefined;
 /**
  * What a dead letter holds of a record, applied here because the document crosses to the main
  * thread as JSON: the mark that asks for deep masking (mask.ts) does not survive the trip.
  */
 let forDeadLetter: ((doc: JsonObject) => JsonObject) | undefined;
 
-async function buildGraph(setup: PoolSetup): Promise<Map<string, Consumer[]>> {
-  const registry = new ComponentRegistry();
-  for (const definition of [selectTransform, redactTransform, pathFormatTransform]) registry.register(definition as unknown as ComponentDefinition);
+async function buildGraph(setup: PoolSetup): Promise<TransformGraph<PoolSink>> {
+  // The same built-ins as the main thread's registry (src/builtins.ts takes them from the same list).
+  const registry = builtinTransformRegistry();
   if (setup.transforms.some((t) => !registry.get('transform', t.type))) {
     const problems = await loadPlugins(setup.plugins, setup.configFile, registry);
     if (problems.length > 0) throw new LogferryError('LF_POOL_FAILED', `pool worker could not load plugins: ${problems.map((p) => p.message).join('; ')}`);
   }
   const scrubber = new SecretScrubber(setup.secrets ?? []);
   const log = createLogger({ level: 'warn', scrub: (text) => scrubber.scrub(text) }, { thread: 'pool' });
-  const consumers = new Map<string, Consumer[]>();
-  const add = (inputs: readonly string[], consumer: Consumer): void => {
-    for (const input of inputs) consumers.set(input, [...(consumers.get(input) ?? []), consumer]);
-  };
+  const graph = new TransformGraph<PoolSink>();
   for (const t of setup.transforms) {
     const definition = registry.get('transform', t.type)!;
     const ctx = { id: t.id, log: log.child({ component: t.id }), metrics, signal: new AbortController().signal, dataDir: '' };
-    add(t.inputs, { kind: 'transform', id: t.id, transform: (await definition.build(t.options, ctx)) as Transform });
+    graph.add(t.inputs, { kind: 'transform', id: t.id, transform: (await definition.build(t.options, ctx)) as Transform });
   }
-  for (const s of setup.sinks) add(s.inputs, { kind: 'sink', id: s.id, gzip: s.gzip });
-  return consumers;
+  for (const s of setup.sinks) graph.add(s.inputs, { kind: 'sink', id: s.id, sink: { gzip: s.gzip } });
+  return graph;
 }
 
 /** Serializes each distinct document once, however many sinks receive it. */
@@ -84,42 +87,28 @@ class Bodies {
   }
 }
 
-async function walk(consumers: Map<string, Consumer[]>, fromId: string, record: LogRecord, bodies: Bodies, events: PoolEvent[]): Promise<void> {
-  for (const consumer of consumers.get(fromId) ?? []) {
-    if (consumer.kind === 'sink') {
-      // A body that cannot be made (a plugin built a document too deep for JSON.stringify) is this
-      // record's dead letter at that sink, as on the main thread.
-      let body: Uint8Array;
-      try {
-        body = bodies.body(record.doc);
-      } catch (err) {
-        const { code, reason } = unprocessable(err, 'the document could not be serialized for this sink');
-        events.push(deadLetterEvent(consumer.id, code, reason, record));
-        continue;
-      }
-      events.push({ kind: 'deliver', sink: consumer.id, key: record.key, body, gzip: consumer.gzip ? bodies.gzip(body) : undefined });
-      continue;
-    }
-    let result: TransformResult;
+/** What the walk of a record produces in a worker: events the main thread replays in order. */
+const walkEvents: WalkEvents<PoolSink, Walk> = {
+  deliver(sink, sinkId, record, { bodies, events }) {
+    // A body that cannot be made (a plugin built a document too deep for JSON.stringify) is this
+    // record's dead letter at that sink, as on the main thread.
+    let body: Uint8Array;
     try {
-      result = await consumer.transform.process(record);
+      body = bodies.body(record.doc);
     } catch (err) {
-      const { code, reason } = transformFailure(err);
-      events.push(deadLetterEvent(consumer.id, code, reason, record));
-      continue;
+      const { code, reason } = unprocessable(err, 'the document could not be serialized for this sink');
+      events.push(deadLetterEvent(sinkId, code, reason, record));
+      return;
     }
-    if (isDrop(result)) {
-      events.push({ kind: 'dropped', transform: consumer.id });
-      continue;
-    }
-    const next = Array.isArray(result) ? result : [result];
-    if (!next.every(isRecordLike)) {
-      events.push(deadLetterEvent(consumer.id, 'LF_TRANSFORM_FAILED', NOT_A_RECORD, record));
-      continue;
-    }
-    for (const r of next) await walk(consumers, consumer.id, r, bodies, events);
-  }
-}
+    events.push({ kind: 'deliver', sink: sinkId, key: record.key, body, gzip: sink.gzip ? bodies.gzip(body) : undefined });
+  },
+  dropped(transformId, { events }) {
+    events.push({ kind: 'dropped', transform: transformId });
+  },
+  deadLetter(transformId, record, { code, reason }, { events }) {
+    events.push(deadLetterEvent(transformId, code, reason, record));
+  },
+};
 
 /** A dead letter at `component`; a document that cannot be serialized is left out, and the reason says so. */
 function deadLetterEvent(component: string, code: ErrorCode, reason: string, record: LogRecord): PoolEvent {
@@ -137,9 +126,9 @@ function deadLetterJson(doc: JsonObject): string {
 
 export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise<unknown> {
   graph ??= buildGraph(workerData as PoolSetup);
-  let consumers: Map<string, Consumer[]>;
+  let transforms: TransformGraph<PoolSink>;
   try {
-    consumers = await graph;
+    transforms = await graph;
   } catch (err) {
     // At warm-up this fails the start; later (a worker started to replace one that died) every
     // line would fail the same way, so the main thread is told the pool is broken, not the line.
@@ -149,7 +138,7 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
   }
   if (task === 'warm-up') return undefined;
   try {
-    return await prepare(consumers, task);
+    return await prepare(transforms, task);
   } catch (err) {
     // Whatever else threw on this line is its dead letter; the worker goes on with the next one.
     // No text: it may hold values mask_data protects. The origin still points at the line.
@@ -159,7 +148,7 @@ export default async function prepareRecord(task: PoolTask | 'warm-up'): Promise
   }
 }
 
-async function prepare(consumers: Map<string, Consumer[]>, task: PoolTask): Promise<unknown> {
+async function prepare(transforms: TransformGraph<PoolSink>, task: PoolTask): Promise<unknown> {
   const line = new Uint8Array(task.bytes, task.offset, task.length);
   const text = decodeLine(line);
   if (text === undefined) {
@@ -188,7 +177,7 @@ async function prepare(consumers: Map<string, Consumer[]>, task: PoolTask): Prom
   const { record } = parsed;
   const bodies = new Bodies(record.sourceText);
   const events: PoolEvent[] = [];
-  await walk(consumers, task.sourceId, record, bodies, events);
+  await transforms.route(task.sourceId, record, walkEvents, { bodies, events });
   const counts: [string, string, number][] = [];
   for (const [component, counters] of metrics.perComponent) {
     for (const [name, by] of Object.entries(counters)) counts.push([component, name, by]);

@@ -219,6 +219,12 @@ export interface ContextOf {
 /**
  * One definition per component type: its schema gives validation, the TypeScript type of its
  * options, their defaults and the JSON Schema. `build` is the only place that does I/O.
+ *
+ * `ComponentDefinition<K>` (the schema left at z.ZodType) is the form the registry stores, with
+ * the options' type erased to `unknown`: any `ComponentDefinition<K, S>` is one, without a cast
+ * (see `registrable` in src/registry.ts), because the functions that take options are methods.
+ * What keeps that sound is the one way options reach them: config/load.ts (and the pool worker,
+ * with what it parsed) pass each definition only the output of its own `schema`.
  */
 export interface ComponentDefinition<K extends ComponentKind = ComponentKind, S extends z.ZodType = z.ZodType> {
   readonly kind: K;
@@ -230,19 +236,19 @@ export interface ComponentDefinition<K extends ComponentKind = ComponentKind, S 
   /** Transforms that set `record.key`. */
   readonly providesKey?: boolean;
   /** Transforms that apply each step's mask_data flag (used to warn about unmasked branches). */
-  readonly appliesMaskData?: (options: z.output<S>) => boolean;
+  appliesMaskData?(options: z.output<S>): boolean;
   /**
    * The option values that are secrets (tokens, passwords, URLs that carry a token). The engine
    * scrubs them, and their usual encodings, from every log line and dead letter whatever their
    * source (a destination that echoes request headers included).
    */
-  readonly secrets?: (options: z.output<S>) => readonly string[];
+  secrets?(options: z.output<S>): readonly string[];
   /**
    * Checks what the schema cannot see and `build` would refuse (files exist and parse, environment
    * variables are set), so `logferry validate` catches it. Returns one message per problem, each
    * with the option's dotted path relative to the component; does no network I/O.
    */
-  readonly preflight?: (options: z.output<S>, env: NodeJS.ProcessEnv) => readonly PreflightProblem[];
+  preflight?(options: z.output<S>, env: NodeJS.ProcessEnv): readonly PreflightProblem[];
   build(options: z.output<S>, ctx: ContextOf[K]): InstanceOf[K] | Promise<InstanceOf[K]>;
 }
 

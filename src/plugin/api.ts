@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import type { ComponentDefinition } from '../engine/types.js';
 import { LogferryError } from '../errors.js';
+import { registrable } from '../registry.js';
 
 /** Marks objects made by definePlugin, so a module that exports something else is caught early. */
 const PLUGIN_BRAND = Symbol.for('logferry.plugin');
@@ -42,13 +43,13 @@ export function isPlugin(value: unknown): value is LogferryPlugin {
 
 /** Typed helpers: the options' type is inferred from the schema, so `build` needs no annotations. */
 export function defineSink<S extends z.ZodType>(definition: Omit<ComponentDefinition<'sink', S>, 'kind'>): ComponentDefinition<'sink'> {
-  return { ...definition, kind: 'sink' } as unknown as ComponentDefinition<'sink'>;
+  return registrable<'sink', S>({ ...definition, kind: 'sink' });
 }
 
 export function defineTransform<S extends z.ZodType>(definition: Omit<ComponentDefinition<'transform', S>, 'kind'>): ComponentDefinition<'transform'> {
-  return { ...definition, kind: 'transform' } as unknown as ComponentDefinition<'transform'>;
+  return registrable<'transform', S>({ ...definition, kind: 'transform' });
 }
 
 export function defineSource<S extends z.ZodType>(definition: Omit<ComponentDefinition<'source', S>, 'kind'>): ComponentDefinition<'source'> {
-  return { ...definition, kind: 'source' } as unknown as ComponentDefinition<'source'>;
+  return registrable<'source', S>({ ...definition, kind: 'source' });
 }

@@ -70,22 +70,29 @@ export type Verdict =
 /** The verdicts a record ends with: destination-level failures are retried, never final (unless max_duration_s expires). */
 export type FinalVerdict = Exclude<Verdict, { kind: 'destination' }>;
 
-/**
- * Answers that are about the request's body, so about this record (or batch) only: 400 Bad
- * Request, 409 Conflict, 413 Content Too Large, 422 Unprocessable Content. Every other failing
- * status says the destination refuses everything (401, 403, 404, 405, 407, 3xx) or cannot take it
- * now (408, 429, 5xx): those hold the records.
- */
-const RECORD_LEVEL_STATUSES = new Set([400, 409, 413, 422]);
+/** How a destination's failing HTTP status is handled: see statusFailureClass. */
+export type StatusFailureClass = 'record' | 'transient' | 'blocked';
 
-/** Destination-level statuses that pass by themselves (the rest need an operator). */
-const TRANSIENT_STATUSES = new Set([408, 425, 429]);
+/**
+ * The statuses with a class of their own. 400 Bad Request, 409 Conflict, 413 Content Too Large and
+ * 422 Unprocessable Content are about the request's body, so about this record (or batch) only.
+ * 408, 425 and 429 say the destination cannot take it now and will pass by themselves, as 5xx do.
+ * Every other failing status (401, 403, 404, 405, 407, 3xx) says the destination refuses
+ * everything until an operator acts: blocked.
+ */
+const STATUS_FAILURE_CLASS: ReadonlyMap<number, StatusFailureClass> = new Map([
+  [400, 'record'],
+  [409, 'record'],
+  [413, 'record'],
+  [422, 'record'],
+  [408, 'transient'],
+  [425, 'transient'],
+  [429, 'transient'],
+]);
 
 /** The failure class of an HTTP status that is not 2xx. */
-export function statusFailureClass(status: number): 'record' | 'transient' | 'blocked' {
-  if (RECORD_LEVEL_STATUSES.has(status)) return 'record';
-  if (TRANSIENT_STATUSES.has(status) || status >= 500) return 'transient';
-  return 'blocked';
+export function statusFailureClass(status: number): StatusFailureClass {
+  return STATUS_FAILURE_CLASS.get(status) ?? (status >= 500 ? 'transient' : 'blocked');
 }
 
 /** 408, 425, 429 and 5xx pass by themselves; kept for plugin sinks that use it. */

@@ -556,11 +556,18 @@ export function httpSecrets(options: HttpSinkOptions): string[] {
   return secrets;
 }
 
-/** Said with a record-level refusal (dead letter). */
+const BODY_REFUSED = 'the server refused this body: see its answer';
+
+/** Said with a record-level refusal (dead letter), by status; 409 needs no more than the server's answer. */
+const RECORD_STATUS_EXPLANATION: ReadonlyMap<number, string> = new Map([
+  [400, BODY_REFUSED],
+  [413, 'body too large: lower batch.max_bytes, or max_line_bytes for single records'],
+  [422, BODY_REFUSED],
+]);
+
 function explainStatus(status: number): string {
-  if (status === 413) return ' (body too large: lower batch.max_bytes, or max_line_bytes for single records)';
-  if (status === 400 || status === 422) return ' (the server refused this body: see its answer)';
-  return '';
+  const explanation = RECORD_STATUS_EXPLANATION.get(status);
+  return explanation ? ` (${explanation})` : '';
 }
 
 /** What to check when a status says the destination refuses every record. */

@@ -218,6 +218,31 @@ const EXPLAINERS: readonly [(name: string, status: number) => boolean, Explainer
   [(_n, status) => status === 400, ({ message }) => ({ record: true, advice: message || 'the store refused this object (400 Bad Request)' })],
 ];
 
+const REACHABLE = 'that the endpoint is up and reachable from here';
+
+interface NoAnswer {
+  /** Needs an operator (a host name that does not resolve, TLS that cannot work); the rest pass by themselves. */
+  blocked?: boolean;
+  advice: string;
+  reason: (c: { name: string; code: string | undefined; message: string }) => string;
+}
+
+/**
+ * Failures without an HTTP answer (the request never reached S3 or broke off), by the error's code
+ * and name, in the order they are tried; the last row takes the rest. The SDK renames ECONNRESET
+ * and EPIPE to TimeoutError, so the code is asked before the name.
+ */
+const NO_ANSWER: readonly [(name: string, code: string | undefined) => boolean, NoAnswer][] = [
+  [(_n, code) => code === 'ENOTFOUND', { blocked: true, advice: "endpoint and region: the store's host name does not resolve", reason: ({ code, message }) => `${code}: ${message}` }],
+  [(_n, code) => code !== undefined && code !== 'ETIMEDOUT' && NETWORK_CODES.has(code), { advice: REACHABLE, reason: ({ code, message }) => `${code}: ${message}` }],
+  [(name, code) => name === 'TimeoutError' || code === 'ETIMEDOUT', { advice: REACHABLE, reason: ({ message }) => `TimeoutError: ${message || 'the request timed out'}` }],
+  [
+    (_n, code) => code !== undefined && (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT')),
+    { blocked: true, advice: 'the endpoint and its TLS certificate (NODE_EXTRA_CA_CERTS for a private CA)', reason: ({ code, message }) => `${code}: ${message}` },
+  ],
+  [() => true, { advice: REACHABLE, reason: ({ name, code, message }) => `${name}${code ? ` ${code}` : ''}: ${message || 'no answer from the server'}` }],
+];
+
 /**
  * Turns a failed request into a verdict. Only refusals about this object (its key, size or
  * arguments) are record-level: the record goes to the dead letters. Everything else would fail the
@@ -237,15 +262,9 @@ export function classifyS3Error(err: unknown, bucket: string, key: string, regio
   }
   if (status === undefined) {
     // Without an HTTP answer the request never reached S3 or broke off: another try may well work.
-    // The SDK renames ECONNRESET and EPIPE to TimeoutError; the code says more about what happened.
-    const reachable = 'that the endpoint is up and reachable from here';
-    if (code === 'ENOTFOUND') return { kind: 'destination', blocked: true, reason: `${code}: ${message}`, advice: "endpoint and region: the store's host name does not resolve" };
-    if (code && code !== 'ETIMEDOUT' && NETWORK_CODES.has(code)) return { kind: 'destination', reason: `${code}: ${message}`, advice: reachable };
-    if (name === 'TimeoutError' || code === 'ETIMEDOUT') return { kind: 'destination', reason: `TimeoutError: ${message || 'the request timed out'}`, advice: reachable };
-    if (code && (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT'))) {
-      return { kind: 'destination', blocked: true, reason: `${code}: ${message}`, advice: 'the endpoint and its TLS certificate (NODE_EXTRA_CA_CERTS for a private CA)' };
-    }
-    return { kind: 'destination', reason: `${name}${code ? ` ${code}` : ''}: ${message || 'no answer from the server'}`, advice: reachable };
+    const [, row] = NO_ANSWER.find(([matches]) => matches(name, code))!;
+    const verdict: Verdict = { kind: 'destination', reason: row.reason({ name, code, message }), advice: row.advice };
+    return row.blocked ? { ...verdict, blocked: true } : verdict;
   }
 
   const head = `${status} ${name}`;

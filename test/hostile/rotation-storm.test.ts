@@ -1,70 +1,42 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { jobKey, makeJob, removeAll, scratch, standardPipeline, startCli, waitFor, writePipeline } from '../helpers/cli.js';
+import { jobKey, makeJob, removeAll, waitFor } from '../helpers/cli.js';
+import { TestProcesses, jobLines, missingJobs, runRotatingWriter, tailedFolder } from '../helpers/tailed.js';
 
-const WRITER = resolve(import.meta.dirname, '../helpers/rotating-writer.mjs');
 /** How long the writer rotates; LOGFERRY_STORM_MS=60000 for the long run. */
 const STORM_MS = Number(process.env.LOGFERRY_STORM_MS ?? 15_000);
 
 const cleanup: string[] = [];
-const processes: ChildProcess[] = [];
+const processes = new TestProcesses();
 afterEach(async () => {
-  for (const child of processes.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  processes.stopAll();
   await removeAll(cleanup);
 });
-
-/** A CPU-bound process beside the test: the machine is loaded, as in production at peak. */
-function spinner(): ChildProcess {
-  const child = spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' });
-  processes.push(child);
-  return child;
-}
-
-/** Keys still missing; remembers the ones found so each poll only looks at the rest. */
-function missingTracker(out: string, first: number, count: number): () => number[] {
-  let missing = Array.from({ length: count }, (_, i) => first + i);
-  return () => {
-    missing = missing.filter((id) => !existsSync(join(out, jobKey(id))));
-    return missing;
-  };
-}
 
 describe('rotation storm', () => {
   it(
     'delivers every job exactly once while the live file is renamed out of include every 50 ms on a loaded machine',
     async () => {
-      const dir = await scratch(cleanup);
-      const logs = join(dir, 'logs');
-      const out = join(dir, 'out');
-      await mkdir(logs);
-      const yaml = standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, 'jobs.ndjson'), out })
+      const { dir, logs, out, config } = await tailedFolder(cleanup, {
+        include: 'jobs.ndjson',
         // The default glob interval: twenty renames happen between two glob expansions.
-        .replace('glob_interval_ms: 100', 'glob_interval_ms: 1000');
-      const config = await writePipeline(dir, yaml);
-      spinner();
-      spinner();
+        edit: (yaml) => yaml.replace('glob_interval_ms: 100', 'glob_interval_ms: 1000'),
+      });
+      // The machine is loaded, as in production at peak.
+      processes.loadTheMachine();
       // One job before the storm: once it is delivered, the tail follows the folder.
       const first = 5_000_000;
       await writeFile(join(logs, 'jobs.ndjson'), JSON.stringify(makeJob(first - 1)) + '\n');
-      const running = startCli(['run', '-c', config], { cwd: dir });
-      processes.push(running.child);
+      const running = processes.cli(['run', '-c', config], dir);
       await waitFor(() => existsSync(join(out, jobKey(first - 1))), 30_000, 'the first job to be delivered');
 
-      const template = JSON.stringify(makeJob(777777777));
-      const writer = spawn(process.execPath, [WRITER, logs, String(STORM_MS), '50', String(first), template], { stdio: ['ignore', 'pipe', 'inherit'] });
-      processes.push(writer);
-      let report = '';
-      writer.stdout!.setEncoding('utf8').on('data', (d: string) => (report += d));
-      const writerCode = await new Promise<number | null>((done) => writer.on('close', done));
-      expect(writerCode).toBe(0);
-      const { count, files } = JSON.parse(report) as { count: number; files: number };
+      const { count, files } = await runRotatingWriter(processes, logs, { durationMs: STORM_MS, rotateMs: 50, first });
       expect(files).toBeGreaterThan(STORM_MS / 50 / 4);
 
-      const missing = missingTracker(out, first, count);
+      const missing = missingJobs(out, first, count);
       await waitFor(() => missing().length === 0, 60_000 + STORM_MS * 2, `every one of ${count} jobs in the sink`).catch((err: Error) => {
         throw new Error(`${err.message}; ${missing().length} missing, e.g. ${missing().slice(0, 5).join(', ')}\n${running.stderr().slice(-3000)}`);
       });
@@ -81,19 +53,12 @@ describe('rotation storm', () => {
   );
 
   it('does not read an archive or a copy written next to the live file after a rotation', async () => {
-    const dir = await scratch(cleanup);
-    const logs = join(dir, 'logs');
-    const out = join(dir, 'out');
-    await mkdir(logs);
+    const { dir, logs, out, config } = await tailedFolder(cleanup, { include: 'jobs.ndjson' });
     const live = join(logs, 'jobs.ndjson');
-    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: live, out }));
-    const jobs = (first: number, count: number): string =>
-      Array.from({ length: count }, (_, i) => JSON.stringify(makeJob(first + i)) + '\n').join('');
     const first = 6_000_000;
-    writeFileSync(live, jobs(first, 20));
-    const running = startCli(['run', '-c', config, '--log-level', 'debug'], { cwd: dir });
-    processes.push(running.child);
-    const missing = missingTracker(out, first, 20);
+    writeFileSync(live, jobLines(first, 20));
+    const running = processes.cli(['run', '-c', config, '--log-level', 'debug'], dir);
+    const missing = missingJobs(out, first, 20);
     await waitFor(() => missing().length === 0, 30_000, 'the first jobs');
     for (let round = 1; round <= 3; round++) {
       const rotated = join(logs, `jobs.ndjson.${round}`);
@@ -106,8 +71,8 @@ describe('rotation storm', () => {
       closeSync(openSync(live, 'w'));
       if (round % 2 === 1) writeFileSync(`${rotated}.gz`, gzipSync(readFileSync(rotated)));
       else copyFileSync(rotated, join(logs, `copy-of-${round}`));
-      appendFileSync(live, jobs(next, 20));
-      const more = missingTracker(out, next, 20);
+      appendFileSync(live, jobLines(next, 20));
+      const more = missingJobs(out, next, 20);
       await waitFor(() => more().length === 0, 30_000, `round ${round}`);
     }
     running.child.kill('SIGTERM');

@@ -10,6 +10,7 @@ import { silentLogger } from '../../src/engine/logger.js';
 import { Metrics } from '../../src/engine/metrics.js';
 import { Pipeline } from '../../src/engine/pipeline.js';
 import type { ComponentDefinition, Delivery, Sink } from '../../src/engine/types.js';
+import { builtinTransformRegistry } from '../../src/transforms/builtins.js';
 import { documentBody, preparedGzip } from '../../src/records/body.js';
 import { makeJob, readTree, removeAll, scratch } from '../helpers/cli.js';
 
@@ -87,23 +88,26 @@ const orderSink: ComponentDefinition<'sink', typeof orderSinkSchema> = {
   }),
 };
 
-async function runOnce(dir: string, pool: string, lines: Buffer[]) {
+/** The transforms and sinks of the pipeline runOnce runs (YAML under `transforms:`, then `sinks:`). */
+const MASK_AND_KEY = `transforms:
+  redacted: { type: redact, inputs: [jobs] }
+  keyed: { type: path_format, inputs: [redacted] }
+sinks:
+  archive: { type: file, inputs: [keyed], path: OUT }
+  probe: { type: order_probe, inputs: [keyed] }
+`;
+
+async function runOnce(dir: string, pool: string, lines: Buffer[], graph = MASK_AND_KEY) {
   const input = join(dir, 'jobs.ndjson');
   await writeFile(input, Buffer.concat(lines.flatMap((l) => [l, Buffer.from('\n')])));
   const registry = builtinRegistry();
-  registry.register(orderSink as unknown as ComponentDefinition);
+  registry.register(orderSink);
   const yaml = `data_dir: ${JSON.stringify(join(dir, 'data'))}
 pool: ${pool}
 checkpoint_interval_ms: 50
 sources:
   jobs: { type: job_log_tail, include: [${JSON.stringify(input)}] }
-transforms:
-  redacted: { type: redact, inputs: [jobs] }
-  keyed: { type: path_format, inputs: [redacted] }
-sinks:
-  archive: { type: file, inputs: [keyed], path: ${JSON.stringify(join(dir, 'out'))} }
-  probe: { type: order_probe, inputs: [keyed] }
-`;
+${graph.replaceAll('OUT', JSON.stringify(join(dir, 'out')))}`;
   const config = await parseConfigText(yaml, join(dir, 'pipeline.yaml'), registry);
   const metrics = new Metrics();
   const pipeline = new Pipeline(config, { once: true, log: silentLogger, metrics });
@@ -156,6 +160,41 @@ describe('worker pool', () => {
     const duplicated = [...on.out.entries()].filter(([key]) => /-20000(23|29)-/.test(key));
     expect(duplicated).toHaveLength(2);
     expect(off.gzip.ok).toBe(0);
+  });
+
+  it('has every built-in transform, and runs each as the main thread does', async () => {
+    // One use of each built-in transform, on branches that fan out from the source and join at
+    // the sinks. A new built-in must be added here: the first expectation fails until it is.
+    const uses: Record<string, string> = {
+      select: 'stepless: { type: select, inputs: [jobs], step_details: false }',
+      redact: 'redacted: { type: redact, inputs: [jobs] }',
+      path_format: `keyed: { type: path_format, inputs: [redacted] }
+  keyed_stepless: { type: path_format, inputs: [stepless], job_key: "stepless/{user_id}/{job_id}.json" }`,
+    };
+    expect(Object.keys(uses).sort()).toEqual(builtinRegistry().types('transform'));
+    // The pool workers build their registry from the same list as the main thread's.
+    expect(builtinTransformRegistry().types('transform')).toEqual(builtinRegistry().types('transform'));
+    const graph = `transforms:
+  ${Object.values(uses).join('\n  ')}
+sinks:
+  archive: { type: file, inputs: [keyed, keyed_stepless], path: OUT }
+  probe: { type: order_probe, inputs: [keyed, keyed_stepless] }
+`;
+    const lines = mixedLines();
+    const off = await runOnce(await scratch(cleanup), '{ threads: 0 }', lines, graph);
+    const on = await runOnce(await scratch(cleanup), '{ threads: 1, threshold_bytes: 1024 }', lines, graph);
+
+    expect(on.summary.abandoned).toBe(0);
+    expect(on.gzip.ok).toBeGreaterThan(0);
+    expect([...on.out.keys()].sort()).toEqual([...off.out.keys()].sort());
+    for (const [key, bytes] of off.out) expect(on.out.get(key)?.equals(bytes), key).toBe(true);
+    // Both branches delivered (stepless copies have no `lines`), in the same order as inline.
+    const stepless = [...on.out.entries()].filter(([key]) => key.startsWith('stepless/'));
+    expect(stepless.length).toBeGreaterThan(40);
+    for (const [, bytes] of stepless) expect(JSON.parse(bytes.toString())).not.toHaveProperty('lines');
+    expect(on.keys).toEqual(off.keys);
+    expect(on.metrics).toEqual(off.metrics);
+    expect(on.deadLetters.map((d) => [d.code, d.component]).sort()).toEqual(off.deadLetters.map((d) => [d.code, d.component]).sort());
   });
 
   it('keeps the input order when large records take longer than the small ones behind them', async () => {

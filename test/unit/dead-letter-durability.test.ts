@@ -16,7 +16,7 @@ afterEach(async () => {
   await removeAll(cleanup);
 });
 
-const entry = { code: 'LF_RECORD_BAD_JSON', reason: 'test', component: 'jobs', origin: { source: 'jobs' }, text: 'x' };
+const entry = { code: 'LF_RECORD_BAD_JSON' as const, reason: 'test', component: 'jobs', origin: { source: 'jobs' }, text: 'x' };
 
 describe('the dead-letter file', () => {
   it('has its name made durable: the dead_letter folder is fsynced after the file is opened, and data_dir when the folder was made', async () => {

@@ -3,12 +3,13 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { finishInterruptedReplay, lineId, PROGRESS_FILE, readDeadLetterFile, ReplayProgress } from '../../src/engine/dead-letter-files.js';
 import { DeadLetterWriter, readDeadLetters } from '../../src/engine/dead-letters.js';
+import type { DeadLetterInput } from '../../src/engine/types.js';
 import { removeAll, scratch } from '../helpers/cli.js';
 
 const cleanup: string[] = [];
 afterEach(() => removeAll(cleanup));
 
-const entry = (n: number): { code: string; reason: string; component: string; origin: { source: string; offset: number } } => ({
+const entry = (n: number): DeadLetterInput => ({
   code: 'LF_SINK_REJECTED',
   reason: `entry ${n}`,
   component: 'archive',

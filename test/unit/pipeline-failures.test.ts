@@ -8,6 +8,7 @@ import { DeadLetterWriter, readDeadLetters } from '../../src/engine/dead-letters
 import { createLogger, silentLogger, type Logger } from '../../src/engine/logger.js';
 import { Pipeline } from '../../src/engine/pipeline.js';
 import { LogferryError, type ErrorCode } from '../../src/errors.js';
+import { registrable } from '../../src/registry.js';
 import { isDrop } from '../../src/engine/record-shape.js';
 import { SecretScrubber } from '../../src/engine/secrets.js';
 import type { ComponentContext, ComponentDefinition, Delivery, JsonObject, LogRecord, Sink, Source, SourceContext } from '../../src/engine/types.js';
@@ -41,7 +42,7 @@ function emittingSource(values: () => { record: unknown; bytes: unknown }[], ack
       checkpoint: () => ({ acknowledged: acknowledged.count }),
     }),
   };
-  return definition as unknown as ComponentDefinition;
+  return registrable(definition);
 }
 
 /** A sink defined by the test: `answer` settles each delivery; `onBuild` sees its context. */
@@ -61,7 +62,7 @@ function testSink(answer: (d: Delivery) => void, onBuild?: (ctx: ComponentContex
       };
     },
   };
-  return definition as unknown as ComponentDefinition;
+  return registrable(definition);
 }
 
 async function pipelineFor(dir: string, yaml: string, extra: ComponentDefinition[], options: { once: boolean; log?: Logger; scrubber?: SecretScrubber }): Promise<Pipeline> {
@@ -106,7 +107,7 @@ describe('a transform that returns undefined', () => {
       `sources:\n  hostile: { type: emitting }\ntransforms:\n  forgetful: { type: forgetful, inputs: [hostile] }\nsinks:\n  probe: { type: probe, inputs: [forgetful] }\n`,
       [
         emittingSource(() => [1, 2, 3, 4].map((id) => ({ record: jobRecord(id), bytes: 100 })), acknowledged),
-        forgetful as unknown as ComponentDefinition,
+        registrable(forgetful),
         testSink((d) => {
           delivered.push(d.record.doc.id);
           d.delivered();

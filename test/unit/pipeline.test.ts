@@ -7,6 +7,7 @@ import type { ComponentConfig, PipelineConfig } from '../../src/config/types.js'
 import { readDeadLetters } from '../../src/engine/dead-letters.js';
 import { silentLogger } from '../../src/engine/logger.js';
 import { Pipeline } from '../../src/engine/pipeline.js';
+import { registrable } from '../../src/registry.js';
 import { poolSchema } from '../../src/engine/record-pool.js';
 import type { ComponentDefinition, Delivery, Sink } from '../../src/engine/types.js';
 import { jobLogTailSchema, jobLogTailSource } from '../../src/sources/job-log-tail.js';
@@ -33,7 +34,7 @@ function testSink(answer: (d: Delivery[]) => Promise<void>): ComponentDefinition
       },
     }),
   };
-  return definition as unknown as ComponentDefinition;
+  return registrable(definition);
 }
 
 async function setup(lines: string[], sinks: Record<string, ComponentDefinition>, bufferMaxBytes = 1 << 20) {
@@ -47,7 +48,7 @@ async function setup(lines: string[], sinks: Record<string, ComponentDefinition>
     type: 'job_log_tail',
     inputs: [],
     options: jobLogTailSchema.parse({ include: [join(dir, '*.ndjson')], poll_interval_ms: 10 }),
-    definition: jobLogTailSource as unknown as ComponentDefinition,
+    definition: registrable(jobLogTailSource),
     path: 'sources.jobs',
   };
   const config: PipelineConfig = {

@@ -82,7 +82,7 @@ describe('a plugin source that emits hostile records', () => {
       }),
     };
     const registry = builtinRegistry();
-    registry.register(sourceDefinition as unknown as ComponentDefinition);
+    registry.register(sourceDefinition);
     const yaml = `data_dir: ${JSON.stringify(join(dir, 'data'))}
 pool: { threads: 0 }
 sources:
