@@ -198,7 +198,7 @@ export const __SINK_EXPORT__ = defineSink({
       const limit = new ConcurrencyLimit(options.concurrency);
       for await (const batch of input) {
         for (const delivery of batch) {
-          await limit.run(async () => {
+          await limit.run([delivery], async () => {
             const verdict = await retryUntilFinal(() => put(options, delivery, ctx.signal), {
               retry: options.retry,
               signal: ctx.signal,

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { HOUR_MS, MINUTE_MS } from '../config/limits.js';
 import { waitOrAbort } from '../engine/retry.js';
-import type { ErrorCode } from '../errors.js';
+import { errorMessage, type ErrorCode } from '../errors.js';
 import type { SinkState } from '../engine/sink-state.js';
 import type { Delivery } from '../engine/types.js';
 
@@ -109,19 +109,38 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
-/** Runs tasks with at most `limit` at a time; `run` waits for a free slot (backpressure on the input). */
+/**
+ * Runs tasks with at most `limit` at a time: `run` returns once its task has started, after waiting
+ * for a free slot (awaiting it is the backpressure on the input), and `drain` waits for every task.
+ *
+ * A task names the deliveries it settles. Tasks turn every destination failure into a verdict, so
+ * an exception out of one is a bug in the sink's handling of those records: they go to the dead
+ * letters (LF_SINK_REJECTED, the exception in the reason) and the sink goes on. No rejection ever
+ * leaves the limit, where nobody would await it and it would end the process.
+ */
 export class ConcurrencyLimit {
   private readonly running = new Set<Promise<void>>();
   constructor(private readonly limit: number) {}
 
-  async run(task: () => Promise<void>): Promise<void> {
+  async run(settles: readonly Delivery[], task: () => Promise<void>): Promise<void> {
     while (this.running.size >= this.limit) await Promise.race(this.running);
-    const promise: Promise<void> = task().finally(() => this.running.delete(promise));
+    const promise: Promise<void> = guarded(settles, task).finally(() => this.running.delete(promise));
     this.running.add(promise);
   }
 
   async drain(): Promise<void> {
     await Promise.all(this.running);
+  }
+}
+
+async function guarded(settles: readonly Delivery[], task: () => Promise<void>): Promise<void> {
+  try {
+    await task();
+  } catch (err) {
+    const count = settles.length;
+    const reason = `the sink failed while handling ${count === 1 ? 'this record' : `a batch of ${count} records`} (a bug: please report it with this message): ${errorMessage(err)}`;
+    // Deliveries the task settled before it threw keep their first answer (settling is idempotent).
+    for (const delivery of settles) delivery.rejected(reason, 'LF_SINK_REJECTED');
   }
 }
 

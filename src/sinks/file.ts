@@ -51,7 +51,7 @@ class FileSink implements Sink {
 
   async run(input: AsyncIterable<Delivery[]>): Promise<void> {
     for await (const batch of input) {
-      for (const delivery of batch) await this.limit.run(() => this.deliver(delivery));
+      for (const delivery of batch) await this.limit.run([delivery], () => this.deliver(delivery));
     }
     await this.limit.drain();
   }

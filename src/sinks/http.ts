@@ -293,22 +293,7 @@ export class HttpSink implements Sink {
 
   /** Waits for a free request slot (so a slow server slows the input), then sends in the background. */
   private send(batch: Batch): Promise<void> {
-    return this.limit.run(() => this.deliverOrReject(batch));
-  }
-
-  /**
-   * The ConcurrencyLimit must not see a rejection: nobody awaits a task running in the background,
-   * so it would end the process. An exception while sending a batch makes its records dead letters.
-   */
-  private async deliverOrReject(batch: Batch): Promise<void> {
-    try {
-      await this.deliver(batch);
-    } catch (err) {
-      // Only a bug gets here (attempt() turns every request failure into a verdict).
-      const count = batch.deliveries.length;
-      const reason = `http sink failed on a batch of ${count} record${count === 1 ? '' : 's'} for ${this.target}: ${(err as Error).message}`;
-      settleAll(batch.deliveries, { kind: 'record', reason, code: 'LF_SINK_REJECTED' });
-    }
+    return this.limit.run(batch.deliveries, () => this.deliver(batch));
   }
 
   /**
@@ -339,7 +324,7 @@ export class HttpSink implements Sink {
         reason: verdict.reason,
       });
       const half = Math.ceil(batch.deliveries.length / 2);
-      for (const part of [sliceBatch(batch, 0, half), sliceBatch(batch, half, batch.deliveries.length)]) await this.deliverOrReject(part);
+      for (const part of [sliceBatch(batch, 0, half), sliceBatch(batch, half, batch.deliveries.length)]) await this.deliver(part);
       return;
     } else {
       this.warnOnce(verdict.reason);

@@ -439,7 +439,7 @@ class S3Sink implements Sink {
           delivery.rejected('record has no key: put a path_format transform before this sink', 'LF_RECORD_NO_KEY');
           continue;
         }
-        await this.limit.run(() => this.deliver(delivery, key));
+        await this.limit.run([delivery], () => this.deliver(delivery, key));
       }
     }
     await this.limit.drain();
@@ -448,30 +448,25 @@ class S3Sink implements Sink {
   private async deliver(delivery: Delivery, recordKey: string): Promise<void> {
     const gzipped = this.options.compression === 'gzip';
     const key = this.options.prefix + recordKey + (gzipped && this.options.gzip_suffix ? '.gz' : '');
-    try {
-      const json = documentBody(delivery.record);
-      const ready = gzipped ? preparedGzip(delivery.record) : undefined;
-      const body = ready ? Buffer.from(ready.buffer, ready.byteOffset, ready.byteLength) : gzipped ? await gzip(json) : json;
-      const md5 = body.length > this.partSize ? undefined : md5Base64(body);
-      const verdict = await retryUntilFinal(() => this.put(key, body, md5), {
-        retry: this.options.retry,
-        signal: this.stop.signal,
-        state: this.ctx.state,
-        onRetry: (reason, attempt, delayMs) => this.logRetry(key, reason, attempt, delayMs),
-      });
-      // On shutdown the record stays unacknowledged: it is read again after the restart.
-      if (verdict === 'aborted') return;
-      if (verdict.kind === 'ok') {
-        this.uploaded++;
-        this.ctx.metrics.bytesOut += body.length;
-      } else if (verdict.code === 'LF_SINK_RETRY_EXPIRED') {
-        this.warnOnce('expired', key, verdict.reason);
-      }
-      settleAll([delivery], verdict);
-    } catch (err) {
-      // Only a bug gets here (put() turns every request failure into a verdict); the ConcurrencyLimit must not see a rejection.
-      delivery.rejected(`s3 sink failed on ${key}: ${(err as Error).message}`, 'LF_SINK_REJECTED');
+    const json = documentBody(delivery.record);
+    const ready = gzipped ? preparedGzip(delivery.record) : undefined;
+    const body = ready ? Buffer.from(ready.buffer, ready.byteOffset, ready.byteLength) : gzipped ? await gzip(json) : json;
+    const md5 = body.length > this.partSize ? undefined : md5Base64(body);
+    const verdict = await retryUntilFinal(() => this.put(key, body, md5), {
+      retry: this.options.retry,
+      signal: this.stop.signal,
+      state: this.ctx.state,
+      onRetry: (reason, attempt, delayMs) => this.logRetry(key, reason, attempt, delayMs),
+    });
+    // On shutdown the record stays unacknowledged: it is read again after the restart.
+    if (verdict === 'aborted') return;
+    if (verdict.kind === 'ok') {
+      this.uploaded++;
+      this.ctx.metrics.bytesOut += body.length;
+    } else if (verdict.code === 'LF_SINK_RETRY_EXPIRED') {
+      this.warnOnce('expired', key, verdict.reason);
     }
+    settleAll([delivery], verdict);
   }
 
   /** One attempt; `md5` is set for bodies small enough for a single PUT. */

@@ -118,7 +118,7 @@ describe('http sink', () => {
       const result = await driveSink(httpSink, { uri: receiver.url, encoding: 'json', idempotency_header: 'Idempotency-Key', ...fast }, [broken, jobRecord(2)]);
       expect(result.rejected).toHaveLength(1);
       expect(result.rejected[0]).toMatchObject({ code: 'LF_SINK_REJECTED' });
-      expect(result.rejected[0]!.reason).toMatch(/http sink failed on a batch of 1 record for .*: the key cannot be read/);
+      expect(result.rejected[0]!.reason).toMatch(/the sink failed while handling this record .*: the key cannot be read/);
       expect(result.delivered).toHaveLength(1);
       expect(receiver.ids()).toEqual([2]);
     } finally {

@@ -58,7 +58,7 @@ class ReferenceHttpSink implements Sink {
 
   async run(input: AsyncIterable<Delivery[]>): Promise<void> {
     const limit = new ConcurrencyLimit(32);
-    for await (const batch of input) for (const d of batch) await limit.run(() => this.deliver(d));
+    for await (const batch of input) for (const d of batch) await limit.run([d], () => this.deliver(d));
     await limit.drain();
   }
 
