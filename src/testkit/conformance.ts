@@ -57,10 +57,10 @@ export interface SinkUnderTest<S extends z.ZodType = z.ZodType> {
 /** The time limits of the cases, as SinkUnderTest's timeScale and shutdownLimitMs set them. */
 function conformanceTimes(subject: { timeScale?: number; shutdownLimitMs?: number }): { scaled(ms: number): number; shutdownLimitMs: number } {
   const scale = subject.timeScale ?? 1;
-  if (!Number.isFinite(scale) || scale < 1 || scale > 100) throw new RangeError(`SinkUnderTest.timeScale must be a number from 1 to 100, got ${scale}`);
+  if (!Number.isFinite(scale) || scale < 1 || scale > 100) throw new LogferryError('LF_TESTKIT_MISUSE', `SinkUnderTest.timeScale must be a number from 1 to 100, got ${scale}`);
   const shutdownLimitMs = subject.shutdownLimitMs ?? 5_000;
   if (!Number.isInteger(shutdownLimitMs) || shutdownLimitMs < 100 || shutdownLimitMs > 600_000) {
-    throw new RangeError(`SinkUnderTest.shutdownLimitMs must be a whole number of ms from 100 to 600000, got ${shutdownLimitMs}`);
+    throw new LogferryError('LF_TESTKIT_MISUSE', `SinkUnderTest.shutdownLimitMs must be a whole number of ms from 100 to 600000, got ${shutdownLimitMs}`);
   }
   return { scaled: (ms) => Math.round(ms * scale), shutdownLimitMs };
 }
