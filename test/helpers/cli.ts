@@ -22,9 +22,19 @@ export interface Running {
   exited: Promise<CliResult>;
 }
 
-export function startCli(args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv }): Running {
+export interface CliOptions {
+  cwd: string;
+  env?: NodeJS.ProcessEnv;
+  /** Run as this user and group (a test run as root that needs permissions to apply). */
+  uid?: number;
+  gid?: number;
+}
+
+export function startCli(args: string[], options: CliOptions): Running {
   const child = spawn(process.execPath, [CLI, ...args], {
     cwd: options.cwd,
+    uid: options.uid,
+    gid: options.gid,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -40,7 +50,7 @@ export function startCli(args: string[], options: { cwd: string; env?: NodeJS.Pr
 
 export async function runCli(
   args: string[],
-  options: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number },
+  options: CliOptions & { timeoutMs?: number },
 ): Promise<CliResult> {
   const running = startCli(args, options);
   const timer = setTimeout(() => running.child.kill('SIGKILL'), options.timeoutMs ?? 60_000);

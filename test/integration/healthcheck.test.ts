@@ -1,4 +1,5 @@
-import { access, appendFile, chmod, constants, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { access, appendFile, chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -208,11 +209,13 @@ describe('health checks at start', () => {
     const locked = join(dir, 'locked');
     await mkdir(locked);
     await chmod(locked, 0o500);
+    // Root writes through permissions, so as root the CLI runs as the unprivileged user instead.
+    const asUser = process.getuid?.() === 0 ? await unprivilegedUser() : {};
+    if (asUser === undefined) ctx.skip(); // root, and no user here can run this Node: nothing to test.
     try {
-      // Root writes through permissions: the check would rightly pass, so there is nothing to test.
-      if (await access(locked, constants.W_OK).then(() => true, () => false)) ctx.skip();
+      await chmod(dir, 0o755);
       const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(dir, 'logs', '*.ndjson'), out: join(locked, 'out') }));
-      const result = await runCli(['validate', '-c', config, '--check-destinations'], { cwd: dir });
+      const result = await runCli(['validate', '-c', config, '--check-destinations'], { cwd: dir, ...asUser });
       expect(result.code, result.stderr).toBe(69);
       expect(result.stdout).toMatch(/^archive: failed: cannot write .*locked\/out\/\.logferry-healthcheck-\d+: .*EACCES.*check free space, or fix permissions/m);
     } finally {
@@ -229,3 +232,14 @@ describe('health checks at start', () => {
     expect(result.stdout).toMatch(/^archive: failed: cannot write .*not-a-folder\/out\/\.logferry-healthcheck-\d+: .*ENOTDIR/m);
   });
 });
+
+/** `nobody`, when it can run this Node and the CLI (a Node under a private folder such as /root cannot be). */
+async function unprivilegedUser(): Promise<{ uid: number; gid: number } | undefined> {
+  const nobody = { uid: 65534, gid: 65534 };
+  const ran = await new Promise<boolean>((resolveRun) => {
+    const child = spawn(process.execPath, ['-e', '0'], { ...nobody, stdio: 'ignore' });
+    child.on('error', () => resolveRun(false));
+    child.on('close', (code) => resolveRun(code === 0));
+  });
+  return ran ? nobody : undefined;
+}
