@@ -69,7 +69,7 @@ export function sinkStateFields(states: readonly SinkStatus[]): Record<string, s
  * The input rate over a window that starts where the previous one ended: the periodic status line
  * and the live terminal line each keep their own, so neither shortens the other's.
  */
-class RateWindow {
+export class RateWindow {
   private bytes = 0;
   private at = Date.now();
 

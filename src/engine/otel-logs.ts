@@ -14,10 +14,18 @@ import { OTLPLogExporter } from '@opentelemetry/exporter-logs-otlp-proto';
 import { defaultResource, detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchLogRecordProcessor, LoggerProvider, type LogRecordExporter, type ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { plural } from '../plural.js';
 import type { LogEntry, LogFields, LogLevel } from './logger.js';
 
 /** How long the end of a run waits for the last records to reach the collector before it exits without them. */
 export const OTEL_LOGS_SHUTDOWN_WAIT_MS = 5_000;
+/**
+ * The longest one export may take, retries included (the exporter's own default is 10 s). Below
+ * the shutdown wait, so that the last export ends, and says why it failed, before logferry gives
+ * up on it: otherwise its retries would keep the process alive after the run. An
+ * OTEL_EXPORTER_OTLP_(LOGS_)TIMEOUT lower than this is used instead.
+ */
+export const OTEL_LOGS_EXPORT_TIMEOUT_MS = 4_000;
 
 const SEVERITY: Record<LogLevel, SeverityNumber> = {
   debug: SeverityNumber.DEBUG,
@@ -43,6 +51,12 @@ export interface OtelLogsOptions {
   shutdownWaitMs?: number;
 }
 
+/** The export timeout: OTEL_LOGS_EXPORT_TIMEOUT_MS, or a lower one the standard variables set. */
+export function exportTimeoutMs(env: NodeJS.ProcessEnv): number {
+  const set = Number(env.OTEL_EXPORTER_OTLP_LOGS_TIMEOUT?.trim() || env.OTEL_EXPORTER_OTLP_TIMEOUT?.trim());
+  return Number.isFinite(set) && set > 0 ? Math.min(set, OTEL_LOGS_EXPORT_TIMEOUT_MS) : OTEL_LOGS_EXPORT_TIMEOUT_MS;
+}
+
 type ExportCallback = Parameters<LogRecordExporter['export']>[1];
 type ExportResult = Parameters<ExportCallback>[0];
 /** ExportResultCode.SUCCESS of @opentelemetry/core (not a dependency of logferry's own). */
@@ -53,10 +67,12 @@ export class OtelLogExport {
   private readonly logger: OtelLogger;
   private reporting = false;
   private failing = false;
+  /** After shutdown: an export that ends later says nothing, the run's last lines are written. */
+  private closed = false;
   private readonly endpoint: string;
 
   constructor(private readonly options: OtelLogsOptions) {
-    const exporter = new OTLPLogExporter();
+    const exporter = new OTLPLogExporter({ timeoutMillis: exportTimeoutMs(process.env) });
     this.endpoint = logsEndpoint(process.env) ?? 'the OTLP endpoint';
     const resource = defaultResource()
       .merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: 'logferry', [ATTR_SERVICE_VERSION]: options.version }))
@@ -91,6 +107,7 @@ export class OtelLogExport {
         timer = setTimeout(() => resolve('timeout'), waitMs);
       }),
     ]).finally(() => clearTimeout(timer));
+    this.closed = true;
     if (outcome === 'timeout') {
       this.report('warn', `the last log records did not reach ${this.endpoint} within ${waitMs / 1000} s; logferry exits without them`, {
         code: 'LF_OTLP_LOGS_EXPORT_FAILED',
@@ -113,6 +130,7 @@ export class OtelLogExport {
   }
 
   private noteResult(result: ExportResult, count: number): void {
+    if (this.closed) return;
     if (result.code === EXPORT_SUCCESS) {
       if (this.failing) this.report('info', `logs reach ${this.endpoint} again`, {});
       this.failing = false;
@@ -121,7 +139,7 @@ export class OtelLogExport {
     // Once per failing spell, not once per batch: a collector that is down for an hour says so once.
     if (this.failing) return;
     this.failing = true;
-    this.report('warn', `cannot export logferry's own logs to ${this.endpoint}: ${result.error?.message ?? 'export failed'}; ${count} log records were dropped (the lines on stderr are complete). Check that the collector is up and OTEL_EXPORTER_OTLP_* are right`, {
+    this.report('warn', `cannot export logferry's own logs to ${this.endpoint}: ${result.error?.message ?? 'export failed'}; ${plural(count, 'log record was', 'log records were')} dropped (the lines on stderr are complete). Check that the collector is up and OTEL_EXPORTER_OTLP_* are right`, {
       code: 'LF_OTLP_LOGS_EXPORT_FAILED',
     });
   }
