@@ -53,8 +53,8 @@ describe('log lines of a run', () => {
       expect(time).toBeGreaterThanOrEqual(started - 1000);
       expect(time).toBeLessThanOrEqual(Date.now());
     }
-    expect(result.stderr).toMatch(/info  done: 1 record in \(\d+ B, [\d.]+ MiB\/s\), 1 delivered, 0 dead letters, 0 skipped, in [\d.]+ s/);
-    expect(result.stderr).toMatch(/info  wrote 1 document under out\//);
+    expect(result.stderr).toMatch(/info {2}done: 1 record in \(\d+ B, [\d.]+ MiB\/s\), 1 delivered, 0 dead letters, 0 skipped, in [\d.]+ s/);
+    expect(result.stderr).toMatch(/info {2}wrote 1 document under out\//);
 
     const validate = await runCli(['validate', '-c', config], { cwd: dir });
     expect(validate.code, validate.stderr).toBe(0);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { appendFile, mkdir } from 'node:fs/promises';
+import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/engine/logger.js';
 import { OTEL_LOGS_SHUTDOWN_WAIT_MS, OtelLogExport } from '../../src/engine/otel-logs.js';
@@ -120,12 +121,12 @@ describe('OTLP export of logferry logs (in process, real SDK and exporter)', () 
 });
 
 describe('OTLP export of logferry logs (the CLI)', () => {
-  async function onceRun(dir: string, env: NodeJS.ProcessEnv, count: number): Promise<Awaited<ReturnType<typeof runCli>>> {
+  async function onceRun(dir: string, env: NodeJS.ProcessEnv, count: number, format: 'text' | 'json' = 'json'): Promise<Awaited<ReturnType<typeof runCli>>> {
     const logs = join(dir, 'logs');
     await mkdir(logs, { recursive: true });
     await appendFile(join(logs, 'jobs.ndjson'), Array.from({ length: count }, (_v, i) => JSON.stringify(makeJob(8_000_000 + i)) + '\n').join(''));
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out: join(dir, 'out') }));
-    return runCli(['run', '-c', config, '--once', '--log-format', 'json'], { cwd: dir, env: { ...envWithout(), ...env } });
+    return runCli(['run', '-c', config, '--once', '--log-format', format], { cwd: dir, env: { ...envWithout(), ...env } });
   }
 
   it('with OTEL_EXPORTER_OTLP_ENDPOINT set, every line of a run reaches the collector before the process exits', async () => {
@@ -145,13 +146,34 @@ describe('OTLP export of logferry logs (the CLI)', () => {
     expect(done?.resource).toMatchObject({ 'service.name': 'logferry', 'service.version': VERSION, 'deployment.environment.name': 'test' });
   });
 
-  it('without the variables, or with OTEL_SDK_DISABLED=true, sends nothing', async () => {
+  it('without the variables, loads no OpenTelemetry module; with OTEL_SDK_DISABLED=true, sends nothing', async () => {
     const collector = await receiver();
-    const plain = await onceRun(await scratch(cleanup), {}, 3);
+    // A module resolve hook that names every OpenTelemetry module the CLI asks for.
+    const hooks = await scratch(cleanup);
+    await writeFile(
+      join(hooks, 'hook.mjs'),
+      `export async function resolve(specifier, context, next) {
+  if (/opentelemetry|otel-logs/.test(specifier)) process.stderr.write('LOADED ' + specifier + '\\n');
+  return next(specifier, context);
+}
+`,
+    );
+    await writeFile(join(hooks, 'register.mjs'), `import { register } from 'node:module';\nregister('./hook.mjs', import.meta.url);\n`);
+    const traced = { NODE_OPTIONS: `--import=${pathToFileURL(join(hooks, 'register.mjs')).href}` };
+    const plain = await onceRun(await scratch(cleanup), traced, 3, 'text');
     expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stderr).toContain('done: 3 records in');
+    expect(plain.stderr).not.toContain('LOADED');
+    // The hook does see them when the export is on (so the check above can fail).
+    const exported = await onceRun(await scratch(cleanup), { ...traced, OTEL_EXPORTER_OTLP_ENDPOINT: collector.url }, 3, 'text');
+    expect(exported.code, exported.stderr).toBe(0);
+    expect(exported.stderr).toContain('LOADED @opentelemetry/sdk-logs');
+    const sent = collector.requests.length;
+    expect(sent).toBeGreaterThan(0);
+
     const disabled = await onceRun(await scratch(cleanup), { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_SDK_DISABLED: 'true' }, 3);
     expect(disabled.code, disabled.stderr).toBe(0);
     expect(disabled.stderr).toContain('done: 3 records in');
-    expect(collector.requests).toEqual([]);
+    expect(collector.requests).toHaveLength(sent);
   });
 });
