@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   LF_PLUGIN_NOT_FOUND: 'A plugins: entry names a file or package that cannot be found.',
   LF_TESTKIT_MISUSE: 'A testkit helper (driveSink, the conformance kit, the fault proxy) was given something it cannot use.',
   LF_TESTKIT_BAD_BODY: 'The testkit receiver got a request body it cannot read: the sink under test sent it.',
+  LF_OTLP_LOGS_EXPORT_FAILED: "logferry's own logs could not be exported over OTLP (OTEL_EXPORTER_OTLP_*): the collector did not answer or refused them; the lines on stderr are complete.",
   LF_INTERNAL: 'A check inside logferry failed (a bug), or a component reported a code that is not one of these.',
 } as const;
 

@@ -12,12 +12,14 @@ import type { PipelineConfig } from '../config/types.js';
 import { acquireDataDirLock, dataDirProblem } from '../engine/data-dir-lock.js';
 import { readDeadLetters, DeadLetterWriter, type DeadLetterEntry } from '../engine/dead-letters.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../engine/logger.js';
+import type { OtelLogExport } from '../engine/otel-logs.js';
 import { anyFailed, buildSinksOnly, checkDestinations } from '../engine/healthchecks.js';
 import { Pipeline } from '../engine/pipeline.js';
 import { collectSecrets, SecretScrubber } from '../engine/secrets.js';
 import { ConfigError, formatProblem, LogferryError, UsageError } from '../errors.js';
 import { keyForDocument } from '../records/keys.js';
 import { parseText } from '../records/parse.js';
+import { plural } from '../plural.js';
 import { MAX_MAX_DEPTH } from '../records/structure.js';
 import { loadPlugins } from '../plugin/load.js';
 import { pathFormatSchema } from '../transforms/path-format.js';
@@ -81,7 +83,7 @@ export function runExitCode(outcome: RunOutcome): RunExit {
     return {
       code: EXIT.held,
       errorCode: 'LF_DESTINATION_HELD',
-      message: `${why}: ${outcome.abandoned} records were not acknowledged and the next run sends them`,
+      message: `${why}: ${plural(outcome.abandoned, 'record was', 'records were')} not acknowledged and the next run sends them`,
     };
   }
   if (problems.length > 0) {
@@ -91,7 +93,7 @@ export function runExitCode(outcome: RunOutcome): RunExit {
     return {
       code: EXIT.deadLetters,
       errorCode: 'LF_RUN_HAD_DEAD_LETTERS',
-      message: `${outcome.deadLetters} records of this run went to the dead letters`,
+      message: `${plural(outcome.deadLetters, 'record')} of this run went to the dead letters`,
     };
   }
   return { code: EXIT.ok };
@@ -306,17 +308,51 @@ async function load(file: string, log: Logger, readOnly = false): Promise<Pipeli
   return config;
 }
 
+/**
+ * Whether logferry's own logs go out over OTLP too: an OTLP endpoint is set (the standard
+ * variables), and neither OTEL_SDK_DISABLED=true nor OTEL_LOGS_EXPORTER=none turns it off.
+ */
+export function otelLogsWanted(env: NodeJS.ProcessEnv): boolean {
+  const endpoint = env.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT?.trim() || env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
+  if (!endpoint) return false;
+  if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return false;
+  return env.OTEL_LOGS_EXPORTER?.trim().toLowerCase() !== 'none';
+}
+
+/**
+ * The logger of a command that ships records (run, dead-letter replay), and what ends it. With
+ * an OTLP endpoint set, each line is also an OpenTelemetry log record (engine/otel-logs.ts, only
+ * imported then: without the variables no OpenTelemetry code loads); `close` sends the last ones.
+ */
+async function serviceLogger(options: CliOptions, beforeWrite?: () => void): Promise<{ log: Logger; close(): Promise<void> }> {
+  let otel: OtelLogExport | undefined;
+  const log = createLogger({ format: options.logFormat, level: options.logLevel, beforeWrite, scrub, forward: (entry) => otel?.emit(entry) });
+  if (!otelLogsWanted(process.env)) return { log, close: () => Promise.resolve() };
+  const { OtelLogExport } = await import('../engine/otel-logs.js');
+  otel = new OtelLogExport({ version: version(), scrub, report: (level, msg, fields) => log[level](msg, fields) });
+  const protocol = (process.env.OTEL_EXPORTER_OTLP_LOGS_PROTOCOL ?? process.env.OTEL_EXPORTER_OTLP_PROTOCOL)?.trim();
+  if (protocol && protocol !== 'http/protobuf') {
+    log.warn(`OTEL_EXPORTER_OTLP_PROTOCOL is "${protocol}", but logferry exports its own logs as http/protobuf only; point the endpoint at an OTLP/HTTP receiver (port 4318 on the OpenTelemetry Collector)`);
+  }
+  const started = otel;
+  return { log, close: () => started.shutdown() };
+}
+
 async function commandRun(options: CliOptions): Promise<number> {
   const file = requireConfig(options, 'run');
   let reporter: StatusReporter | undefined;
-  const log = createLogger({ format: options.logFormat, level: options.logLevel, beforeWrite: () => reporter?.clearLive(), scrub });
-  const config = await load(file, log);
-  // One process per data_dir (exit 75 otherwise); taking the lock also proves data_dir is writable.
-  const lock = await acquireDataDirLock(config.dataDir, log);
+  const { log, close } = await serviceLogger(options, () => reporter?.clearLive());
   try {
-    return await runLocked(options, file, config, log, (r) => (reporter = r));
+    const config = await load(file, log);
+    // One process per data_dir (exit 75 otherwise); taking the lock also proves data_dir is writable.
+    const lock = await acquireDataDirLock(config.dataDir, log);
+    try {
+      return await runLocked(options, file, config, log, (r) => (reporter = r));
+    } finally {
+      await lock.release();
+    }
   } finally {
-    await lock.release();
+    await close();
   }
 }
 
@@ -365,10 +401,11 @@ async function runLocked(
   try {
     const summary = await pipeline.run();
     reporter.stop();
-    log.info(`done: ${reporter.summary()}`, { abandoned: summary.abandoned || undefined, ...reporter.summaryFields() });
+    const done = reporter.summary();
+    log.info(`done: ${done.text}`, { abandoned: summary.abandoned || undefined, ...done.fields });
     if (pipeline.metrics.deadLetters > 0) {
       const dir = relative(process.cwd(), DeadLetterWriter.dirFor(config.dataDir));
-      log.warn(`${pipeline.metrics.deadLetters} dead letters in ${dir}/: see them with logferry dead-letter list -c ${file}`);
+      log.warn(`${plural(pipeline.metrics.deadLetters, 'dead letter')} in ${dir}/: see them with logferry dead-letter list -c ${file}`);
     }
     // A final checkpoint that could not be saved is reported in any mode; an unreadable input, held
     // records and dead letters only by --once (a follow run says so in its log as they happen).
@@ -414,7 +451,8 @@ async function commandValidate(options: CliOptions): Promise<number> {
   const dataDir = dataDirProblem(config.dataDir);
   if (dataDir) throw new ConfigError(file, [{ path: 'data_dir', message: `${dataDir} (LF_DATA_DIR_INVALID)` }], 'LF_DATA_DIR_INVALID');
   const count = config.sources.length + config.transforms.length + config.sinks.length;
-  process.stdout.write(`${file}: ok (${count} components: ${config.sources.length} sources, ${config.transforms.length} transforms, ${config.sinks.length} sinks)\n`);
+  const counts = [plural(config.sources.length, 'source'), plural(config.transforms.length, 'transform'), plural(config.sinks.length, 'sink')];
+  process.stdout.write(`${file}: ok (${plural(count, 'component')}: ${counts.join(', ')})\n`);
   return options.checkDestinations ? checkDestinationsOnly(config, log) : EXIT.ok;
 }
 
@@ -501,18 +539,22 @@ async function commandReplay(options: CliOptions): Promise<number> {
     if (Number.isNaN(sinceMs)) throw new UsageError(`--since must be a date and time such as 2024-05-01T12:00:00Z, got "${since}"`);
   }
   const maxWaitS = options.maxWaitS ?? DEFAULT_MAX_WAIT_S;
-  const log = createLogger({ format: options.logFormat, level: options.logLevel, scrub });
-  // Dry-run only reads (like list); a replay builds the sinks, so it needs what run needs.
-  const config = await load(file, log, dryRun);
-  const print = (line: string): void => void process.stdout.write(scrub(line) + '\n');
-  const replay = { code, component, sinceMs, dryRun, maxWaitMs: maxWaitS * 1000, file };
-  if (dryRun) return REPLAY_EXIT[await replayDeadLetters(config, replay, log, scrubber, print)];
-  // One process per data_dir: run and replay never append to or rewrite the dead letters at once (exit 75).
-  const lock = await acquireDataDirLock(config.dataDir, log);
+  const { log, close } = await serviceLogger(options);
   try {
-    return REPLAY_EXIT[await replayDeadLetters(config, replay, log, scrubber, print)];
+    // Dry-run only reads (like list); a replay builds the sinks, so it needs what run needs.
+    const config = await load(file, log, dryRun);
+    const print = (line: string): void => void process.stdout.write(scrub(line) + '\n');
+    const replay = { code, component, sinceMs, dryRun, maxWaitMs: maxWaitS * 1000, file };
+    if (dryRun) return REPLAY_EXIT[await replayDeadLetters(config, replay, log, scrubber, print)];
+    // One process per data_dir: run and replay never append to or rewrite the dead letters at once (exit 75).
+    const lock = await acquireDataDirLock(config.dataDir, log);
+    try {
+      return REPLAY_EXIT[await replayDeadLetters(config, replay, log, scrubber, print)];
+    } finally {
+      await lock.release();
+    }
   } finally {
-    await lock.release();
+    await close();
   }
 }
 
@@ -542,7 +584,7 @@ function listDeadLetters(entries: DeadLetterEntry[], config: PipelineConfig, opt
     list.push({ entry, number: index + 1 });
     groups.set(entry.code, list);
   });
-  process.stdout.write(`${entries.length} dead letters in ${DeadLetterWriter.dirFor(config.dataDir)} (logferry dead-letter show N prints one)\n`);
+  process.stdout.write(`${plural(entries.length, 'dead letter')} in ${DeadLetterWriter.dirFor(config.dataDir)} (logferry dead-letter show N prints one)\n`);
   for (const [code, list] of [...groups].sort((a, b) => b[1].length - a[1].length)) {
     process.stdout.write(`\n${code} (${list.length})\n`);
     for (const { entry: e, number } of list.slice(0, 5)) {

@@ -16,6 +16,7 @@ import type { SecretScrubber } from '../engine/secrets.js';
 import type { JsonObject, LogRecord } from '../engine/types.js';
 import { errorMessage, LogferryError } from '../errors.js';
 import { classify } from '../records/parse.js';
+import { plural } from '../plural.js';
 
 export interface ReplayOptions {
   /** Only entries with this code, rejected by this component, written at or after this time. */
@@ -142,7 +143,7 @@ export async function replayDeadLetters(
     const summary = await pipeline.run(feed);
     const again = pipeline.metrics.deadLetters;
     report(plan, skipped, options, print, emittedAll ? 'sent' : 'selected');
-    print(`${confirmed} of ${sent} sent entries confirmed and removed from the dead letters; ${again} new dead letters written${again > 0 ? ` (see logferry dead-letter list -c ${options.file})` : ''}`);
+    print(`${confirmed} of ${plural(sent, 'sent entry', 'sent entries')} confirmed and removed from the dead letters; ${plural(again, 'new dead letter')} written${again > 0 ? ` (see logferry dead-letter list -c ${options.file})` : ''}`);
     // A transform that now drops the record (a select rule, a job not final) settles it as run would: skipped by config.
     if (pipeline.metrics.skipped > 0) print(`${pipeline.metrics.skipped} of them were dropped by a transform's rules (skipped, as run would) and delivered nowhere`);
     if (!emittedAll || confirmed < sent) {
@@ -201,20 +202,20 @@ function totalOf(map: Map<string, number>): number {
 
 function report(plan: Map<string, number>, skipped: Map<Skip, Map<string, number>>, options: ReplayOptions, print: (line: string) => void, verb: string): void {
   const total = totalOf(plan);
-  print(`${verb} ${total} dead letters${total > 0 ? ' (component, code: count):' : ''}`);
+  print(`${verb} ${plural(total, 'dead letter')}${total > 0 ? ' (component, code: count):' : ''}`);
   for (const [what, n] of [...plan].sort()) print(`  ${what}: ${n}`);
   const notParsed = skipped.get('not-parsed');
   if (notParsed) {
-    print(`${totalOf(notParsed)} dead letters of lines that never parsed cannot be replayed (there is no record to send); they stay. logferry dead-letter show -c ${options.file} N prints them`);
+    print(`${plural(totalOf(notParsed), 'dead letter')} of lines that never parsed cannot be replayed (there is no record to send); they stay. logferry dead-letter show -c ${options.file} N prints them`);
   }
   const notRecord = skipped.get('not-a-record');
   if (notRecord) {
-    print(`${totalOf(notRecord)} dead letters of lines a source rejected as not a job or activity event cannot be replayed; they stay:`);
+    print(`${plural(totalOf(notRecord), 'dead letter')} of lines a source rejected as not a job or activity event cannot be replayed; they stay:`);
     for (const [what, n] of [...notRecord].sort()) print(`  ${what}: ${n}`);
   }
   const unknown = skipped.get('unknown-component');
   if (unknown) {
-    print(`${totalOf(unknown)} dead letters name a component that is not in ${options.file} any more; they stay (restore the component to replay them):`);
+    print(`${plural(totalOf(unknown), 'dead letter names', 'dead letters name')} a component that is not in ${options.file} any more; they stay (restore the component to replay them):`);
     for (const [what, n] of [...unknown].sort()) print(`  ${what}: ${n}`);
   }
 }

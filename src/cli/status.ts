@@ -1,6 +1,7 @@
 import type { Pipeline } from '../engine/pipeline.js';
 import type { LogFields, LogFormat, Logger } from '../engine/logger.js';
 import type { SinkStatus } from '../engine/sink-state.js';
+import { plural } from '../plural.js';
 
 const MiB = 1024 * 1024;
 
@@ -41,7 +42,7 @@ export function describeSinksAtEnd(states: readonly SinkStatus[], now = Date.now
     .map(
       (s) =>
         `sink ${s.sink} ${s.state === 'blocked' ? 'blocked' : 'failing'} since ${formatSince(s.sinceMs, now)}${s.reason ? ` (${s.reason})` : ''}, ` +
-        `${s.pendingRecords} records held for the next run`,
+        `${plural(s.pendingRecords, 'record')} held for the next run`,
     )
     .join('; ');
 }
@@ -57,6 +58,29 @@ export function sinkFields(states: readonly SinkStatus[]): Record<string, unknow
     failed_attempts: s.failedAttempts,
     held_records: s.pendingRecords,
   }));
+}
+
+/** Every sink's state by its id (`{ archive: 'healthy', collector: 'retrying' }`), for JSON logs. */
+export function sinkStateFields(states: readonly SinkStatus[]): Record<string, string> {
+  return Object.fromEntries(states.map((s) => [s.sink, s.state]));
+}
+
+/**
+ * The input rate over a window that starts where the previous one ended: the periodic status line
+ * and the live terminal line each keep their own, so neither shortens the other's.
+ */
+export class RateWindow {
+  private bytes = 0;
+  private at = Date.now();
+
+  /** MiB/s since the last call (or since creation), and the seconds that covers. */
+  next(bytesIn: number, now = Date.now()): { mibPerS: number; seconds: number } {
+    const seconds = Math.max(0.001, (now - this.at) / 1000);
+    const mibPerS = (bytesIn - this.bytes) / MiB / seconds;
+    this.bytes = bytesIn;
+    this.at = now;
+    return { mibPerS, seconds };
+  }
 }
 
 /** Records the failing sinks hold (handed to them, without an answer yet). */
@@ -78,8 +102,8 @@ export interface StatusReporterOptions {
 export class StatusReporter {
   private timer: NodeJS.Timeout | undefined;
   private liveTimer: NodeJS.Timeout | undefined;
-  private lastBytes = 0;
-  private lastAt = Date.now();
+  private readonly statusRate = new RateWindow();
+  private readonly liveRate = new RateWindow();
   private liveShown = false;
   private readonly startedAt = Date.now();
 
@@ -113,16 +137,15 @@ export class StatusReporter {
     }
   }
 
-  private figures(): Record<string, string | number> {
+  /** The figures of a status line; `mib_per_s` covers `seconds`, the time since the previous line of `window`. */
+  private figures(window: RateWindow): Record<string, string | number> {
     const m = this.pipeline.metrics;
-    const now = Date.now();
-    const rate = ((m.bytesIn - this.lastBytes) / MiB / Math.max(0.001, (now - this.lastAt) / 1000)).toFixed(2);
-    this.lastBytes = m.bytesIn;
-    this.lastAt = now;
+    const rate = window.next(m.bytesIn);
     return {
       records_in: m.recordsIn,
       records_out: m.recordsOut,
-      mib_per_s: Number(rate),
+      mib_per_s: Number(rate.mibPerS.toFixed(2)),
+      seconds: Number(rate.seconds.toFixed(1)),
       dead_letters: m.deadLetters,
       skipped: m.skipped,
       in_flight: this.pipeline.recordsInFlight,
@@ -132,17 +155,18 @@ export class StatusReporter {
 
   /** The sink fields of the status line: none while every sink is healthy. */
   private sinkStatusFields(states: readonly SinkStatus[]): LogFields {
-    if (failing(states).length === 0) return {};
+    const all = this.options.format === 'json' ? { sink_states: sinkStateFields(states) } : {};
+    if (failing(states).length === 0) return all;
     const sinks = this.options.format === 'json' ? sinkFields(states) : describeSinks(states);
-    return { held_records: heldRecords(states), sinks };
+    return { ...all, held_records: heldRecords(states), sinks };
   }
 
   private report(): void {
-    this.log.info('status', { ...this.figures(), ...this.sinkStatusFields(this.pipeline.sinkStates()) });
+    this.log.info('status', { ...this.figures(this.statusRate), ...this.sinkStatusFields(this.pipeline.sinkStates()) });
   }
 
   private drawLive(): void {
-    const f = this.figures();
+    const f = this.figures(this.liveRate);
     const states = this.pipeline.sinkStates();
     const down = failing(states).map((s) => `${s.sink} ${s.state} since ${formatSince(s.sinceMs)}`);
     const sinks = down.length > 0 ? ` · ${down.join(', ')} (${heldRecords(states)} held)` : '';
@@ -151,21 +175,32 @@ export class StatusReporter {
     this.liveShown = true;
   }
 
-  summary(): string {
+  /**
+   * The final summary, once the run has ended: its text (the `done:` message) and, for JSON logs,
+   * the same figures as fields (a text line says them already). The rate covers the whole run.
+   */
+  summary(): { text: string; fields: LogFields } {
     const m = this.pipeline.metrics;
-    const seconds = (Date.now() - this.startedAt) / 1000;
-    const mibs = m.bytesIn / MiB / Math.max(seconds, 0.001);
-    const sinks = describeSinksAtEnd(this.pipeline.sinkStates());
-    return (
-      `${m.recordsIn} records in (${formatBytes(m.bytesIn)}, ${mibs.toFixed(1)} MiB/s), ${m.recordsOut} delivered, ` +
-      `${m.deadLetters} dead letters, ${m.skipped} skipped, in ${seconds.toFixed(1)} s${sinks ? `; ${sinks}` : ''}`
-    );
-  }
-
-  /** The final summary's fields: the sinks that were not healthy at the end, for JSON logs (the text line names them already). */
-  summaryFields(): LogFields {
-    if (this.options.format !== 'json') return {};
-    const sinks = sinkFields(this.pipeline.sinkStates());
-    return sinks.length > 0 ? { sinks } : {};
+    const seconds = Math.max((Date.now() - this.startedAt) / 1000, 0.001);
+    const mibPerS = m.bytesIn / MiB / seconds;
+    const states = this.pipeline.sinkStates();
+    const atEnd = describeSinksAtEnd(states);
+    const text =
+      `${plural(m.recordsIn, 'record')} in (${formatBytes(m.bytesIn)}, ${mibPerS.toFixed(1)} MiB/s), ${m.recordsOut} delivered, ` +
+      `${plural(m.deadLetters, 'dead letter')}, ${m.skipped} skipped, in ${seconds.toFixed(1)} s${atEnd ? `; ${atEnd}` : ''}`;
+    if (this.options.format !== 'json') return { text, fields: {} };
+    const sinks = sinkFields(states);
+    const fields: LogFields = {
+      records_in: m.recordsIn,
+      bytes_in: m.bytesIn,
+      delivered: m.recordsOut,
+      dead_letters: m.deadLetters,
+      skipped: m.skipped,
+      seconds: Number(seconds.toFixed(3)),
+      mib_per_s: Number(mibPerS.toFixed(3)),
+      sink_states: sinkStateFields(states),
+      ...(sinks.length > 0 && { held_records: heldRecords(states), sinks }),
+    };
+    return { text, fields };
   }
 }

@@ -13,6 +13,14 @@ export interface Logger {
   child(fields: LogFields): Logger;
 }
 
+/** One log entry as the bridge to OpenTelemetry sees it (engine/otel-logs.ts): fields as the lines show them. */
+export interface LogEntry {
+  time: Date;
+  level: LogLevel;
+  msg: string;
+  fields: LogFields;
+}
+
 export interface LoggerOptions {
   level?: LogLevel;
   format?: LogFormat;
@@ -22,29 +30,41 @@ export interface LoggerOptions {
   beforeWrite?: () => void;
   /** Replaces secrets in every line (message, fields, errors): see engine/secrets.ts. */
   scrub?: (text: string) => string;
+  /** Also hands every entry written to this (the OTLP export of logferry's own logs); it scrubs on its own. */
+  forward?: (entry: LogEntry) => void;
 }
 
-/** Structured logs on stderr: `text` for people, `json` (one object a line) for collectors. */
+/**
+ * Structured logs on stderr: `text` for people, `json` (one object a line) for collectors. Both
+ * start with the time in UTC (ISO 8601 with milliseconds, as `time` in JSON): the same instant
+ * reads the same on every host and in every collector, whatever the machine's time zone, and
+ * lines of several hosts sort together.
+ */
 export function createLogger(options: LoggerOptions = {}, bound: LogFields = {}): Logger {
   const threshold = LEVELS[options.level ?? 'info'];
+  // A stack helps whoever debugs logferry and is noise to an operator: only at debug level.
+  const withStacks = options.level === 'debug';
   const format = options.format ?? 'text';
   const write = options.write ?? ((line: string) => process.stderr.write(line));
   const emit = (level: LogLevel, msg: string, fields?: LogFields): void => {
     if (LEVELS[level] < threshold) return;
     options.beforeWrite?.();
-    const all = { ...bound, ...fields };
+    const now = new Date();
+    const time = now.toISOString();
+    const all = serializeFields({ ...bound, ...fields }, withStacks);
     const scrub = options.scrub;
     if (format === 'json') {
       // Strings are scrubbed before they are escaped, so a secret is found however JSON would escape it.
       const replacer = scrub ? (_key: string, v: unknown): unknown => (typeof v === 'string' ? scrub(v) : v) : undefined;
-      write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...serializeFields(all) }, replacer) + '\n');
-      return;
+      write(JSON.stringify({ time, level, msg, ...all }, replacer) + '\n');
+    } else {
+      const extras = Object.entries(all)
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(' ');
+      const line = `${time} ${level.padEnd(5)} ${msg}${extras ? ' ' + extras : ''}\n`;
+      write(scrub ? scrub(line) : line);
     }
-    const extras = Object.entries(serializeFields(all))
-      .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-      .join(' ');
-    const line = `${level.padEnd(5)} ${msg}${extras ? ' ' + extras : ''}\n`;
-    write(scrub ? scrub(line) : line);
+    options.forward?.({ time: now, level, msg, fields: all });
   };
   return {
     debug: (m, f) => emit('debug', m, f),
@@ -55,11 +75,12 @@ export function createLogger(options: LoggerOptions = {}, bound: LogFields = {})
   };
 }
 
-function serializeFields(fields: LogFields): LogFields {
+/** An error as a field: its message and code, and its stack only at debug level (`withStacks`). */
+function serializeFields(fields: LogFields, withStacks: boolean): LogFields {
   const out: LogFields = {};
   for (const [k, v] of Object.entries(fields)) {
     if (v === undefined) continue;
-    out[k] = v instanceof Error ? { message: v.message, code: (v as { code?: unknown }).code } : v;
+    out[k] = v instanceof Error ? { message: v.message, code: (v as { code?: unknown }).code, ...(withStacks && v.stack !== undefined && { stack: v.stack }) } : v;
   }
   return out;
 }

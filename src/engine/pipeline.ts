@@ -18,6 +18,7 @@ import { isRecordLike } from './record-shape.js';
 import { TransformGraph, type WalkEvents, type WalkFailure } from './graph-walk.js';
 import { collectSecrets, SecretScrubber } from './secrets.js';
 import { SinkState, type SinkStatus } from './sink-state.js';
+import { plural } from '../plural.js';
 import type {
   ComponentContext,
   DeadLetterInput,
@@ -403,7 +404,7 @@ export class Pipeline {
         if (now.state === 'healthy' || now.pendingRecords === 0) return;
         this.heldBy.push(now);
         this.log.error(
-          `sink ${id} has been failing for ${maxWaitMs / 1000} s (--max-wait); giving up: its ${now.pendingRecords} records are not acknowledged and the next run sends them`,
+          `sink ${id} has been failing for ${maxWaitMs / 1000} s (--max-wait); giving up: its ${plural(now.pendingRecords, 'record is', 'records are')} not acknowledged and the next run sends them`,
           { code: 'LF_DESTINATION_HELD', sink: id, state: now.state, reason: now.reason },
         );
         this.endNow(`sink ${id} still failing after --max-wait`);

@@ -7,6 +7,7 @@ import { writeFileAtomic } from '../engine/fs-atomic.js';
 import type { ComponentDefinition, Delivery, HealthcheckResult, Sink, SinkContext } from '../engine/types.js';
 import { ConcurrencyLimit, healthcheckEnabledSchema, retrySchema, retryUntilFinal, settleAll, type Verdict } from './delivery.js';
 import { serializeRecord } from './serialize.js';
+import { plural } from '../plural.js';
 
 export const fileSinkSchema = z
   .object({
@@ -117,7 +118,7 @@ class FileSink implements Sink {
 
   async close(): Promise<void> {
     if (this.written > 0) {
-      this.ctx.log.info(`wrote ${this.written} documents under ${relative(process.cwd(), this.root) || '.'}/`, {
+      this.ctx.log.info(`wrote ${plural(this.written, 'document')} under ${relative(process.cwd(), this.root) || '.'}/`, {
         example: this.firstPath ? relative(process.cwd(), this.firstPath) : undefined,
       });
     }

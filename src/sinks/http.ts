@@ -20,6 +20,7 @@ import {
 } from './delivery.js';
 import { documentBody, preparedGzip } from '../records/body.js';
 import { SecretScrubber, urlSecrets } from '../engine/secrets.js';
+import { plural } from '../plural.js';
 
 const gzip = promisify(gzipCallback);
 
@@ -461,7 +462,7 @@ export class HttpSink implements Sink {
     clearTimeout(this.flushTimer);
     await this.dispatcher.close().catch(() => {});
     if (this.delivered > 0) {
-      this.ctx.log.info(`sent ${this.delivered} records to ${this.target} in ${this.requests} requests`);
+      this.ctx.log.info(`sent ${plural(this.delivered, 'record')} to ${this.target} in ${plural(this.requests, 'request')}`);
     }
   }
 }

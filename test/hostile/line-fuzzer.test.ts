@@ -102,7 +102,7 @@ describe.each([
     expect(result.signal).toBeNull();
     expect(result.stderr).not.toMatch(/Maximum call stack|unhandled|TypeError|LF_POOL_FAILED|LF_SINK_FAILED/);
     expect(result.code, result.stderr.slice(-2000)).toBe(65);
-    const done = /done: (\d+) records in .*?, (\d+) delivered, (\d+) dead letters, (\d+) skipped/.exec(result.stderr);
+    const done = /done: (\d+) records? in .*?, (\d+) delivered, (\d+) dead letters?, (\d+) skipped/.exec(result.stderr);
     expect(done, result.stderr.slice(-2000)).not.toBeNull();
     const [, , delivered, deadLetters, skipped] = done!.map(Number);
     expect(delivered! + deadLetters! + skipped!).toBe(LINES);

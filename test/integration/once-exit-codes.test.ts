@@ -105,7 +105,7 @@ describe('run --once exit codes', () => {
     const config = await writePipeline(dir, pipeline(dir, include, fileSinkYaml(join(dir, 'out'))));
     const result = await runCli(['run', '-c', config, '--once'], { cwd: dir });
     expect(result.code, result.stderr).toBe(65);
-    expect(result.stderr).toMatch(/exit 65: 1 records of this run went to the dead letters.*LF_RUN_HAD_DEAD_LETTERS/);
+    expect(result.stderr).toMatch(/exit 65: 1 record of this run went to the dead letters.*LF_RUN_HAD_DEAD_LETTERS/);
     expect(await readDeadLetters(join(dir, 'data'))).toHaveLength(1);
     expect(allIds(10).every((id) => existsSync(join(dir, 'out', jobKey(id))))).toBe(true);
 
