@@ -4,6 +4,7 @@ import type { Resource } from '@opentelemetry/resources';
 import { z } from 'zod';
 import type { ComponentDefinition, JsonObject, JsonValue, LogRecord, SinkContext } from '../engine/types.js';
 import { LogferryError } from '../errors.js';
+import { documentBody } from '../records/body.js';
 import type { Verdict } from './delivery.js';
 import { buildHttpSink, httpSecrets, httpSinkSchema, preflightTls, type BatchFormat, type HttpSink, type HttpSinkOptions } from './http.js';
 
@@ -43,7 +44,7 @@ export const otlpSinkSchema = z
       .enum(['map', 'json_text'])
       .default('map')
       .describe(
-        'map: the document as a structured body (kvlist AnyValue), so its fields can be queried at the destination. json_text: the document as one JSON string (numbers exactly as written; for backends that only index text bodies).',
+        'map: the document as a structured body (kvlist AnyValue), so its fields can be queried at the destination. json_text: the document as one JSON string, as the other sinks write it (numbers exactly as written; for backends that only index text bodies).',
       ),
     attributes: z
       .record(attributeName, z.string().max(1024).regex(FIELD_PATH, 'expected a dotted field path such as team.id'))
@@ -162,7 +163,8 @@ export class OtlpLogsFormat implements BatchFormat {
       hrTimeObserved: hrTime(observedMs),
       severityNumber: failed ? SEVERITY_ERROR : SEVERITY_INFO,
       severityText: failed ? 'ERROR' : 'INFO',
-      body: this.options.body === 'map' ? record.doc : JSON.stringify(record.doc),
+      // The JSON text as read when the document is unchanged: numbers stay as written (beyond 2^53 too).
+      body: this.options.body === 'map' ? record.doc : documentBody(record).toString('utf8'),
       ...(typeof event === 'string' ? { eventName: event } : {}),
       resource: this.resource,
       instrumentationScope: this.scope,

@@ -63,6 +63,23 @@ describe('otlp sink, end to end through the CLI', () => {
     });
   }
 
+  it('body json_text carries the document as written: an integer beyond 2^53 keeps its digits', async () => {
+    const dir = await scratch(cleanup);
+    const logs = join(dir, 'logs');
+    await mkdir(logs, { recursive: true });
+    await appendFile(join(logs, 'jobs.ndjson'), JSON.stringify(makeJob(FIRST)).replace('"title"', '"big":12345678901234567890,"title"') + '\n');
+    const otlp = await startOtlpReceiver();
+    receivers.push(otlp);
+    const sinks = otlpSinkYaml(otlp.url, 'http/protobuf') + '    body: json_text\n';
+    const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include: join(logs, '*.ndjson'), out: '', sinks }));
+    const result = await runCli(['run', '-c', config, '--once'], { cwd: dir });
+    expect(result.code, result.stderr).toBe(0);
+    const [log] = otlp.logs();
+    expect(typeof log!.body).toBe('string');
+    expect(log!.body as string).toContain('"big":12345678901234567890,');
+    expect(JSON.parse(log!.body as string)).toMatchObject({ id: FIRST, title: `job ${FIRST}` });
+  });
+
   it('validate does not load OpenTelemetry; a run with an otlp sink does', async () => {
     const dir = await scratch(cleanup);
     const include = await jobsFile(dir, 5);
