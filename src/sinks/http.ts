@@ -541,6 +541,19 @@ async function readAnswer(body: Dispatcher.ResponseData['body']): Promise<Buffer
   return Buffer.concat(chunks);
 }
 
+/** Control characters other than whitespace: an answer that has them is binary. */
+const BINARY_CHARACTER = /[^\P{Cc}\s]/u;
+/** Runs of 4 or more readable characters, as `strings` finds them. */
+const READABLE_RUN = /[^\p{Cc}\uFFFD]{4,}/gu;
+
+/**
+ * A binary answer (an OTLP receiver's protobuf google.rpc.Status, say) as its readable runs, which
+ * hold its message; text as it is.
+ */
+function readableText(text: string): string {
+  return BINARY_CHARACTER.test(text) ? (text.match(READABLE_RUN) ?? []).join(' ') : text;
+}
+
 async function bodyExcerpt(body: Dispatcher.ResponseData['body'], scrubber: SecretScrubber): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -554,7 +567,7 @@ async function bodyExcerpt(body: Dispatcher.ResponseData['body'], scrubber: Secr
   } catch {
     // A body that breaks off still leaves the status as the reason.
   }
-  const text = scrubber.scrub(Buffer.concat(chunks).subarray(0, REASON_READ_BYTES).toString('utf8')).replace(/\s+/g, ' ').trim();
+  const text = scrubber.scrub(readableText(Buffer.concat(chunks).subarray(0, REASON_READ_BYTES).toString('utf8'))).replace(/\s+/g, ' ').trim();
   // Cut at REASON_BODY_BYTES bytes of UTF-8, never inside a character.
   const cut = Buffer.from(text).subarray(0, REASON_BODY_BYTES).toString('utf8');
   return cut.endsWith('\uFFFD') && !text.startsWith(cut) ? cut.slice(0, -1) : cut;

@@ -19,10 +19,21 @@ interface OtlpRoot {
   opentelemetry: {
     proto: {
       collector: { logs: { v1: { ExportLogsServiceRequest: ProtoMessage<unknown>; ExportLogsServiceResponse: ProtoMessage<unknown> } } };
+      trace: { v1: { Status: ProtoMessage<unknown> } };
     };
   };
 }
-const root = (createRequire(import.meta.url)('otlp-proto-decoder/build/src/generated/root.js') as OtlpRoot).opentelemetry.proto.collector.logs.v1;
+const proto = (createRequire(import.meta.url)('otlp-proto-decoder/build/src/generated/root.js') as OtlpRoot).opentelemetry.proto;
+const root = proto.collector.logs.v1;
+
+/**
+ * The protobuf body of an OTLP/HTTP error answer: a google.rpc.Status with only its `message`
+ * (field 2, a string). The generated code has no google.rpc.Status; the span Status has `message`
+ * as field 2 too, so with only a message its bytes are the same.
+ */
+export function statusBody(message: string): Buffer {
+  return Buffer.from(proto.trace.v1.Status.encode({ message }).finish());
+}
 
 /** One log record as it arrived, with its AnyValues turned into plain values (int64 as numbers). */
 export interface ReceivedLog {
@@ -50,8 +61,8 @@ export interface OtlpAnswer {
   /** Sent as the ExportLogsServiceResponse's partial_success, in the request's protocol. */
   partialSuccess?: { rejectedLogRecords: number; errorMessage: string };
   headers?: Record<string, string>;
-  /** A body of its own (for error statuses); replaces the encoded response. */
-  body?: string;
+  /** A body of its own (for error statuses, e.g. statusBody()); replaces the encoded response. */
+  body?: string | Buffer;
 }
 
 interface AnyValue {
@@ -168,7 +179,7 @@ export async function startOtlpReceiver(respond?: (request: OtlpRequest) => Otlp
             ? Buffer.from(JSON.stringify(answer.partialSuccess ? response : {}))
             : Buffer.from(root.ExportLogsServiceResponse.encode(answer.partialSuccess ? response : {}).finish());
       res.writeHead(answer.status ?? 200, {
-        'content-type': answer.body !== undefined ? 'text/plain' : protocol === 'http/json' ? 'application/json' : 'application/x-protobuf',
+        'content-type': typeof answer.body === 'string' ? 'text/plain' : protocol === 'http/json' ? 'application/json' : 'application/x-protobuf',
         'content-length': payload.length,
         ...answer.headers,
       });

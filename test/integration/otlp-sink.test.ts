@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { LogRecord } from '../../src/engine/types.js';
 import { logsUrl, otlpSink, otlpSinkSchema } from '../../src/sinks/otlp.js';
 import { driveSink, jobRecord, sinkConformanceCases } from '../../src/testkit/index.js';
-import { otlpRecordIds, startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
+import { otlpRecordIds, startOtlpReceiver, statusBody, type OtlpReceiver } from '../helpers/otlp-receiver.js';
 
 const fast = { request: { timeout_ms: 1000 }, retry: { initial_backoff_ms: 10, max_backoff_ms: 200, max_duration_s: 60 } };
 
@@ -137,6 +137,17 @@ describe('otlp sink', () => {
     expect(new Set(acceptedWhole.flatMap((r) => r.logs.map((log) => (log.body as { id: number }).id)))).toEqual(new Set(result.delivered.map((r) => r.doc.id)));
   });
 
+  it('a 400 with a protobuf google.rpc.Status answer: the refused record is a dead letter whose reason holds the Status message', async () => {
+    const otlp = await receiver((request) =>
+      request.logs.some((log) => (log.body as { id: number }).id === 3) ? { status: 400, body: statusBody('log record 3: body exceeds the 64 KiB limit') } : undefined,
+    );
+    const result = await driveSink(otlpSink, { endpoint: otlp.url, batch: { max_events: 10, timeout_ms: 20 }, ...fast }, [1, 2, 3, 4].map((id) => jobRecord(id)), { batches: 1 });
+    expect(result.delivered.map((r) => r.doc.id).sort()).toEqual([1, 2, 4]);
+    expect(result.rejected).toHaveLength(1);
+    expect(result.rejected[0]!.reason).toMatch(/^HTTP 400 from http:\/\/127\.0\.0\.1:\d+\/…\/…: .*log record 3: body exceeds the 64 KiB limit/);
+    expect(result.rejected[0]!.reason).not.toMatch(/\p{Cc}/u);
+  });
+
   it('a partial_success that rejects nothing is a success', async () => {
     const otlp = await receiver(() => ({ partialSuccess: { rejectedLogRecords: 0, errorMessage: 'some attributes were truncated' } }));
     const result = await driveSink(otlpSink, { endpoint: otlp.url, protocol: 'http/json', batch: { timeout_ms: 20 }, ...fast }, [jobRecord(1), jobRecord(2)]);
@@ -157,7 +168,7 @@ describe('otlp sink', () => {
     expect(problems({ body: 'text' })[0]).toMatch(/^body: /);
     expect(problems({ attributes: { 'team.id': 'team..id' } })[0]).toMatch(/^attributes\.team\.id: expected a dotted field path/);
     expect(problems({ batch: { max_events: 0 } })[0]).toMatch(/^batch\.max_events: /);
-    expect(problems({ headers: { 'Content-Length': '1' } })[0]).toMatch(/set by the HTTP client/);
+    expect(problems({ headers: { 'Content-Length': '1' } })[0]).toMatch(/^headers\.Content-Length: /);
     const defaults = otlpSinkSchema.parse({ endpoint: 'http://127.0.0.1:4318' });
     expect(defaults).toMatchObject({ protocol: 'http/protobuf', body: 'map', compression: 'gzip', key_attribute: 'logferry.key', resource: {} });
     expect(defaults.attributes).toEqual({ 'job.id': 'id', 'recipe.id': 'flow_id', 'job.status': 'status', 'event.name': 'event', 'team.id': 'team.id' });
