@@ -2,6 +2,7 @@ import { ComponentRegistry, registrable } from './registry.js';
 import { consoleSink } from './sinks/console.js';
 import { fileSink } from './sinks/file.js';
 import { httpSink } from './sinks/http.js';
+import { otlpSink } from './sinks/otlp.js';
 import { s3Sink } from './sinks/s3.js';
 import { jobLogTailSource } from './sources/job-log-tail.js';
 import { builtinTransforms } from './transforms/builtins.js';
@@ -18,6 +19,7 @@ export function builtinRegistry(): ComponentRegistry {
     registrable(consoleSink),
     registrable(httpSink),
     registrable(s3Sink),
+    registrable(otlpSink),
   ];
   for (const definition of all) registry.register(definition);
   return registry;

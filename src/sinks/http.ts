@@ -7,7 +7,7 @@ import type { Agent, Dispatcher } from 'undici';
 import { z } from 'zod';
 import { MiB, MINUTE_MS } from '../config/limits.js';
 import { LogferryError } from '../errors.js';
-import type { ComponentDefinition, Delivery, HealthcheckResult, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
+import type { ComponentDefinition, Delivery, HealthcheckResult, LogRecord, PreflightProblem, Sink, SinkContext } from '../engine/types.js';
 import {
   ConcurrencyLimit,
   parseRetryAfter,
@@ -204,12 +204,32 @@ function sliceBatch(batch: Batch, from: number, to: number): Batch {
 type Undici = typeof import('undici');
 
 /**
+ * A protocol carried by the http sink (the otlp sink): how a batch becomes a request body, and
+ * what a 2xx answer's body says. Batching, retries, splitting of refused batches and
+ * acknowledgement stay the http sink's; the sink's `encoding` must be `ndjson` (batches).
+ */
+export interface BatchFormat {
+  readonly contentType: string;
+  /** The uncompressed body of one request carrying these records, in their order. */
+  encode(records: readonly LogRecord[]): Buffer;
+  /**
+   * Reads the body of a 2xx answer to a request that carried `count` records: `ok`, or a `record`
+   * verdict when the server says it refused some of them (a batch of several is then split in
+   * halves like a 400, so the refused ones end alone as dead letters).
+   */
+  readAnswer(body: Buffer, count: number): Verdict;
+}
+
+/** The most of a 2xx answer's body a BatchFormat reads (OTLP answers are a few bytes). */
+const ANSWER_READ_BYTES = 64 * 1024;
+
+/**
  * Builds an HttpSink. undici is imported here, by the first http sink built, not when the module
  * loads: its import costs every command (`--version`, `validate`, a pipeline without HTTP) start-up
  * time. Plugins that wrap the http sink (plugins/sumologic) build it through this function too.
  */
-export async function buildHttpSink(options: HttpSinkOptions, ctx: SinkContext): Promise<HttpSink> {
-  return new HttpSink(options, ctx, await import('undici'));
+export async function buildHttpSink(options: HttpSinkOptions, ctx: SinkContext, format?: BatchFormat): Promise<HttpSink> {
+  return new HttpSink(options, ctx, await import('undici'), format);
 }
 
 export class HttpSink implements Sink {
@@ -232,6 +252,7 @@ export class HttpSink implements Sink {
     private readonly options: HttpSinkOptions,
     private readonly ctx: SinkContext,
     private readonly undici: Undici,
+    private readonly format?: BatchFormat,
   ) {
     this.target = safeUrl(options.uri);
     this.limit = new ConcurrencyLimit(options.request.concurrency);
@@ -243,6 +264,7 @@ export class HttpSink implements Sink {
       connect: this.connectOptions,
     });
     this.headers = buildHeaders(options);
+    if (format) this.headers['content-type'] = format.contentType;
     this.scrubber = new SecretScrubber(httpSecrets(options));
     // One document per request: the pool can compress it; NDJSON batches are compressed as a whole.
     this.bodyCompression = options.encoding === 'json' && options.compression === 'gzip' ? 'gzip' : undefined;
@@ -306,7 +328,7 @@ export class HttpSink implements Sink {
   private async deliver(batch: Batch): Promise<void> {
     const body = await this.encode(batch);
     const identity = this.identityHeader(batch, body);
-    const verdict = await retryUntilFinal(() => this.attempt(body, identity), {
+    const verdict = await retryUntilFinal(() => this.attempt(body, identity, batch.deliveries.length), {
       retry: this.options.retry,
       signal: this.ctx.signal,
       state: this.ctx.state,
@@ -354,13 +376,18 @@ export class HttpSink implements Sink {
       const body = batch.lines[0]!;
       return this.options.compression === 'gzip' ? gzip(body) : body;
     }
-    const parts: Buffer[] = [];
-    for (const line of batch.lines) parts.push(line, NEWLINE);
-    const raw = Buffer.concat(parts, batch.bytes);
+    let raw: Buffer;
+    if (this.format) {
+      raw = this.format.encode(batch.deliveries.map((delivery) => delivery.record));
+    } else {
+      const parts: Buffer[] = [];
+      for (const line of batch.lines) parts.push(line, NEWLINE);
+      raw = Buffer.concat(parts, batch.bytes);
+    }
     return this.options.compression === 'gzip' ? gzip(raw) : raw;
   }
 
-  private async attempt(body: Buffer, identity: Record<string, string> | undefined): Promise<Verdict> {
+  private async attempt(body: Buffer, identity: Record<string, string> | undefined, count: number): Promise<Verdict> {
     this.requests++;
     this.ctx.metrics.count(this.ctx.id, 'requests');
     try {
@@ -373,8 +400,12 @@ export class HttpSink implements Sink {
       });
       const status = response.statusCode;
       if (status >= 200 && status < 300) {
-        await response.body.dump();
-        return { kind: 'ok' };
+        if (!this.format) {
+          await response.body.dump();
+          return { kind: 'ok' };
+        }
+        const verdict = this.format.readAnswer(await readAnswer(response.body), count);
+        return verdict.kind === 'record' ? { ...verdict, reason: this.scrubber.scrub(`HTTP ${status} from ${this.target}: ${verdict.reason}`) } : verdict;
       }
       const excerpt = await bodyExcerpt(response.body, this.scrubber);
       const reason = `HTTP ${status} from ${this.target}${excerpt ? `: ${excerpt}` : ''}`;
@@ -498,6 +529,32 @@ function tlsConnectOptions(tls: HttpSinkOptions['tls']): Agent.Options['connect'
   };
 }
 
+/** The body of a 2xx answer, up to ANSWER_READ_BYTES: a success stays one however long its body. */
+async function readAnswer(body: Dispatcher.ResponseData['body']): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    const buffer = chunk as Buffer;
+    chunks.push(buffer);
+    size += buffer.length;
+    if (size >= ANSWER_READ_BYTES) break;
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Control characters other than whitespace: an answer that has them is binary. */
+const BINARY_CHARACTER = /[^\P{Cc}\s]/u;
+/** Runs of 4 or more readable characters, as `strings` finds them. */
+const READABLE_RUN = /[^\p{Cc}\uFFFD]{4,}/gu;
+
+/**
+ * A binary answer (an OTLP receiver's protobuf google.rpc.Status, say) as its readable runs, which
+ * hold its message; text as it is.
+ */
+function readableText(text: string): string {
+  return BINARY_CHARACTER.test(text) ? (text.match(READABLE_RUN) ?? []).join(' ') : text;
+}
+
 async function bodyExcerpt(body: Dispatcher.ResponseData['body'], scrubber: SecretScrubber): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -511,7 +568,7 @@ async function bodyExcerpt(body: Dispatcher.ResponseData['body'], scrubber: Secr
   } catch {
     // A body that breaks off still leaves the status as the reason.
   }
-  const text = scrubber.scrub(Buffer.concat(chunks).subarray(0, REASON_READ_BYTES).toString('utf8')).replace(/\s+/g, ' ').trim();
+  const text = scrubber.scrub(readableText(Buffer.concat(chunks).subarray(0, REASON_READ_BYTES).toString('utf8'))).replace(/\s+/g, ' ').trim();
   // Cut at REASON_BODY_BYTES bytes of UTF-8, never inside a character.
   const cut = Buffer.from(text).subarray(0, REASON_BODY_BYTES).toString('utf8');
   return cut.endsWith('\uFFFD') && !text.startsWith(cut) ? cut.slice(0, -1) : cut;

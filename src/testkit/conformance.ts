@@ -11,7 +11,7 @@ import type { ComponentDefinition, Delivery, JsonObject, LogRecord, SinkContext 
 import { SinkState } from '../engine/sink-state.js';
 import { contentDigest } from '../records/canonical.js';
 import { isErrorCode, LogferryError, type ErrorCode } from '../errors.js';
-import { faultPlans, startFaultProxy, type Fault, type FaultPlan, type FaultProxy } from './fault-proxy.js';
+import { faultPlans, startFaultProxy, type Fault, type FaultPlan, type FaultProxy, type RecordIds } from './fault-proxy.js';
 import { startReceiver } from './receiver.js';
 
 /**
@@ -34,6 +34,11 @@ export interface SinkUnderTest<S extends z.ZodType = z.ZodType> {
    * a JSON, JSON array or NDJSON body, gzip allowed: keep `doc.id` and such a body format.
    */
   record?: (id: number) => LogRecord;
+  /**
+   * How the proxy reads record ids out of the sink's request bodies, when they are not JSON, JSON
+   * array or NDJSON documents with a numeric `id` (e.g. OTLP protobuf). See FaultProxyOptions.recordIds.
+   */
+  recordIds?: RecordIds;
   /** The request timeout `options()` sets; slow answers are held longer than this. Default 1000. */
   requestTimeoutMs?: number;
   /** Where the sink's log lines go while the cases run; silent by default. */
@@ -281,7 +286,7 @@ async function withRig<S extends z.ZodType>(subject: SinkUnderTest<S>, plan: Fau
   // A sink with 32 requests in flight rightly has 32 abort listeners on ctx.signal; Node warns past 10.
   setMaxListeners(1000, controller.signal);
   try {
-    proxy = await startFaultProxy({ upstream: destination.url, plan });
+    proxy = await startFaultProxy({ upstream: destination.url, plan, ...(subject.recordIds ? { recordIds: subject.recordIds } : {}) });
     const makeRecord = subject.record ?? ((id: number) => jobRecord(id));
     const records = range(1, count).map(makeRecord);
     records.forEach(idOf);

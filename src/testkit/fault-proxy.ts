@@ -26,7 +26,7 @@ export interface FaultRequest {
   readonly headers: IncomingHttpHeaders;
   /** The body with its Content-Encoding undone (the raw bytes when that fails). */
   readonly body: Buffer;
-  /** Numeric `id`s of the documents in the body (see documentIds), empty when it is not JSON/NDJSON. */
+  /** Numeric `id`s of the documents in the body (see documentIds, or FaultProxyOptions.recordIds), empty when none can be read. */
   readonly ids: readonly number[];
 }
 
@@ -50,7 +50,16 @@ export interface FaultProxyOptions {
   /** Origin of the destination, e.g. `http://127.0.0.1:8080`; the request's path and query are kept. */
   upstream: string;
   plan: FaultPlan;
+  /**
+   * Reads the record ids out of a body (its Content-Encoding undone) for a sink whose bodies are
+   * not JSON or NDJSON documents (OTLP protobuf, a vendor envelope). Default: documentIds of the
+   * parsed documents.
+   */
+  recordIds?: RecordIds;
 }
+
+/** The numeric ids of the records one request body carries; may throw on a body it cannot read (no ids then). */
+export type RecordIds = (body: Buffer, headers: IncomingHttpHeaders) => number[];
 
 export interface FaultProxy {
   /** `http://127.0.0.1:{port}`: give this to the sink instead of the destination's URL. */
@@ -142,7 +151,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     let ids: number[] = [];
     try {
       body = decodeBody(raw, req.headers['content-encoding']);
-      ids = documentIds(parseDocuments(body));
+      ids = options.recordIds ? options.recordIds(body, req.headers) : documentIds(parseDocuments(body));
     } catch {
       // Not JSON: it can still be forwarded, it just names no records.
     }

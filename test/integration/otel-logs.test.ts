@@ -27,10 +27,17 @@ afterEach(async () => {
   await removeAll(cleanup);
 });
 
-async function receiver(): Promise<OtlpReceiver> {
-  const started = await startOtlpReceiver();
+/** A receiver whose answers the test can turn into refusals (`failWith`). */
+type Collector = OtlpReceiver & { failWith: number | undefined };
+
+async function receiver(): Promise<Collector> {
+  const answer = { failWith: undefined as number | undefined };
+  const started = await startOtlpReceiver(() => (answer.failWith === undefined ? undefined : { status: answer.failWith, body: 'refused (test)' }));
   receivers.push(started);
-  return started;
+  return Object.defineProperty(started as Collector, 'failWith', {
+    get: () => answer.failWith,
+    set: (status: number | undefined) => (answer.failWith = status),
+  });
 }
 
 /** The environment of a spawned CLI without the OTEL_* variables of whoever runs the tests. */
@@ -54,7 +61,7 @@ describe('OTLP export of logferry logs (in process, real SDK and exporter)', () 
     log.error('down', { sinks: [{ sink: 'a', state: 'blocked' }] });
     await otel.shutdown();
 
-    const records = collector.logRecords();
+    const records = collector.accepted();
     expect(records.map((r) => [r.severityNumber, r.severityText, r.body])).toEqual([
       [5, 'debug', 'probing'],
       [9, 'info', 'sent 3 records to https://h/…'],
@@ -84,12 +91,12 @@ describe('OTLP export of logferry logs (in process, real SDK and exporter)', () 
     const log = createLogger({ format: 'json', write: (l) => lines.push(l), forward: (e) => otel?.emit(e) });
     otel = new OtelLogExport({ version: '1.0.0', scrub: (t) => t, report: (level, msg, fields) => log[level](msg, fields) });
     log.info('first batch');
-    await waitFor(() => collector.attempts >= 1, 20_000, 'the first refused export');
+    await waitFor(() => collector.requests.length >= 1, 20_000, 'the first refused export');
     log.info('second batch');
-    await waitFor(() => collector.attempts >= 2, 20_000, 'the second refused export');
+    await waitFor(() => collector.requests.length >= 2, 20_000, 'the second refused export');
     collector.failWith = undefined;
     log.info('third batch');
-    await waitFor(() => collector.requests.length >= 1, 20_000, 'an accepted export');
+    await waitFor(() => collector.accepted().length >= 1, 20_000, 'an accepted export');
     await otel.shutdown();
     const parsed = lines.map((l) => JSON.parse(l) as { level: string; msg: string; code?: string });
     const problems = parsed.filter((l) => l.code === 'LF_OTLP_LOGS_EXPORT_FAILED');
@@ -97,7 +104,7 @@ describe('OTLP export of logferry logs (in process, real SDK and exporter)', () 
     expect(problems[0]!.msg).toContain(`cannot export logferry's own logs to ${collector.url}/v1/logs`);
     expect(parsed.filter((l) => l.msg === `logs reach ${collector.url}/v1/logs again`)).toHaveLength(1);
     // What the export says about itself stays local: the collector gets the log lines only.
-    expect(collector.logRecords().map((r) => r.body)).toEqual(['third batch']);
+    expect(collector.accepted().map((r) => r.body)).toEqual(['third batch']);
   });
 
   it('ends in bounded time when the collector cannot be reached, saying why', async () => {
@@ -138,7 +145,7 @@ describe('OTLP export of logferry logs (the CLI)', () => {
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as { msg: string; level: string });
-    const records = collector.logRecords();
+    const records = collector.accepted();
     expect(records.map((r) => r.body)).toEqual(lines.map((l) => l.msg));
     const done = records.find((r) => String(r.body).startsWith('done: '));
     expect(done?.severityNumber).toBe(9);

@@ -89,6 +89,7 @@ const MINIMAL_OPTIONS: Record<string, Record<string, unknown>> = {
   http: { uri: 'http://127.0.0.1:9/x' },
   s3: { bucket: 'b' },
   sumo_logic: { url: 'https://example.com/receiver' },
+  otlp: { endpoint: 'http://127.0.0.1:9' },
 };
 
 function withValue(base: Record<string, unknown>, path: string, value: unknown): Record<string, unknown> {
