@@ -340,18 +340,7 @@ async function runLocked(
     log.error(`exit ${EXIT.unavailable}: the health check of ${failed.join(', ')} failed (--require-healthy); nothing was read`, { code: 'LF_HEALTHCHECK_FAILED' });
     return EXIT.unavailable;
   }
-  let observability: Observability | undefined;
-  try {
-    observability = await startObservability(options, config, pipeline, log);
-  } catch (err) {
-    await pipeline.discard();
-    throw err;
-  }
-  try {
-    return await runPipeline(options, file, config, log, pipeline, setReporter);
-  } finally {
-    await observability?.close();
-  }
+  return runPipeline(options, file, config, log, pipeline, setReporter);
 }
 
 /** The operators' API and the metrics behind it, and OTLP export of metrics: what is on of them. */
@@ -413,6 +402,16 @@ async function runPipeline(
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // After the signal handlers: a stop while OpenTelemetry loads is a clean stop, not a kill.
+  let observability: Observability | undefined;
+  try {
+    observability = await startObservability(options, config, pipeline, log);
+  } catch (err) {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await pipeline.discard();
+    throw err;
+  }
   const checkpointsBefore = options.once ? await savedCheckpoints(config.dataDir) : [];
   log.info(options.once ? 'running until every input is read (--once)' : 'running; stop with Ctrl-C or SIGTERM', {
     config: file,
@@ -454,6 +453,7 @@ async function runPipeline(
     reporter.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await observability?.close();
   }
 }
 
