@@ -340,52 +340,6 @@ async function runLocked(
     log.error(`exit ${EXIT.unavailable}: the health check of ${failed.join(', ')} failed (--require-healthy); nothing was read`, { code: 'LF_HEALTHCHECK_FAILED' });
     return EXIT.unavailable;
   }
-  return runPipeline(options, file, config, log, pipeline, setReporter);
-}
-
-/** The operators' API and the metrics behind it, and OTLP export of metrics: what is on of them. */
-interface Observability {
-  close(): Promise<void>;
-}
-
-/**
- * Starts the operators' API (`api.enabled`, by default on in follow mode and off with --once) and
- * the metrics (for the API's /metrics, and pushed over OTLP when OTEL_EXPORTER_OTLP_*ENDPOINT is
- * set). OpenTelemetry is imported here, only when one of them is on: without them a run loads none of it.
- */
-async function startObservability(options: CliOptions, config: PipelineConfig, pipeline: Pipeline, log: Logger): Promise<Observability | undefined> {
-  const apiOn = config.api?.enabled ?? !options.once;
-  const { otlpMetricsWanted } = await import('../engine/telemetry-names.js');
-  if (!apiOn && !otlpMetricsWanted(process.env)) return undefined;
-  const { startTelemetry } = await import('../engine/telemetry.js');
-  const telemetry = await startTelemetry({ pipeline, config, version: version(), log, prometheus: apiOn });
-  if (telemetry.otlpEndpoint !== undefined) log.info('exporting metrics over OTLP', { endpoint: telemetry.otlpEndpoint });
-  if (!apiOn) return { close: () => telemetry.shutdown() };
-  const { startApiServer } = await import('./api-server.js');
-  let server;
-  try {
-    server = await startApiServer({ address: config.api?.address ?? DEFAULT_API_ADDRESS, pipeline, config, telemetry, log });
-  } catch (err) {
-    await telemetry.shutdown();
-    throw err;
-  }
-  log.info("operators' API listening", { address: server.url, endpoints: '/health /ready /metrics /status' });
-  return {
-    async close() {
-      await server.close();
-      await telemetry.shutdown();
-    },
-  };
-}
-
-async function runPipeline(
-  options: CliOptions,
-  file: string,
-  config: PipelineConfig,
-  log: Logger,
-  pipeline: Pipeline,
-  setReporter: (reporter: StatusReporter) => void,
-): Promise<number> {
   const reporter = new StatusReporter(pipeline, log, config.statusIntervalMs, {
     tty: process.stderr.isTTY === true && options.logFormat === 'text',
     format: options.logFormat,
@@ -455,6 +409,41 @@ async function runPipeline(
     process.off('SIGTERM', onSignal);
     await observability?.close();
   }
+}
+
+/** The operators' API and the metrics behind it, and OTLP export of metrics: what is on of them. */
+interface Observability {
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the operators' API (`api.enabled`, by default on in follow mode and off with --once) and
+ * the metrics (for the API's /metrics, and pushed over OTLP when OTEL_EXPORTER_OTLP_*ENDPOINT is
+ * set). OpenTelemetry is imported here, only when one of them is on: without them a run loads none of it.
+ */
+async function startObservability(options: CliOptions, config: PipelineConfig, pipeline: Pipeline, log: Logger): Promise<Observability | undefined> {
+  const apiOn = config.api?.enabled ?? !options.once;
+  const { otlpMetricsWanted } = await import('../engine/telemetry-names.js');
+  if (!apiOn && !otlpMetricsWanted(process.env)) return undefined;
+  const { startTelemetry } = await import('../engine/telemetry.js');
+  const telemetry = await startTelemetry({ pipeline, config, version: version(), log, prometheus: apiOn });
+  if (telemetry.otlpEndpoint !== undefined) log.info('exporting metrics over OTLP', { endpoint: telemetry.otlpEndpoint });
+  if (!apiOn) return { close: () => telemetry.shutdown() };
+  const { startApiServer } = await import('./api-server.js');
+  let server;
+  try {
+    server = await startApiServer({ address: config.api?.address ?? DEFAULT_API_ADDRESS, pipeline, config, telemetry, log });
+  } catch (err) {
+    await telemetry.shutdown();
+    throw err;
+  }
+  log.info("operators' API listening", { address: server.url, endpoints: '/health /ready /metrics /status' });
+  return {
+    async close() {
+      await server.close();
+      await telemetry.shutdown();
+    },
+  };
 }
 
 /** The sources' checkpoint files in data_dir, so a --once run that reads nothing can say why. */
