@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   LF_INPUT_UNREADABLE: 'An input file could not be opened or read.',
   LF_DATA_DIR_LOCKED: 'Another running logferry holds the data_dir lock.',
   LF_DATA_DIR_INVALID: 'The data_dir cannot be used: not a folder, not writable, or on a pseudo file system.',
+  LF_API_ADDRESS_IN_USE: 'The operators\' API cannot listen on api.address: the port is taken (or not allowed, or the host is not this machine\'s).',
   LF_PLUGIN_NOT_FOUND: 'A plugins: entry names a file or package that cannot be found.',
   LF_TESTKIT_MISUSE: 'A testkit helper (driveSink, the conformance kit, the fault proxy) was given something it cannot use.',
   LF_TESTKIT_BAD_BODY: 'The testkit receiver got a request body it cannot read: the sink under test sent it.',

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { builtinRegistry } from '../builtins.js';
 import { pipelineJsonSchema } from '../config/json-schema.js';
-import { loadConfig } from '../config/load.js';
+import { DEFAULT_API_ADDRESS, loadConfig } from '../config/load.js';
 import type { PipelineConfig } from '../config/types.js';
 import { acquireDataDirLock, dataDirProblem } from '../engine/data-dir-lock.js';
 import { readDeadLetters, DeadLetterWriter, type DeadLetterEntry } from '../engine/dead-letters.js';
@@ -392,6 +392,16 @@ async function runLocked(
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // After the signal handlers: a stop while OpenTelemetry loads is a clean stop, not a kill.
+  let observability: Observability | undefined;
+  try {
+    observability = await startObservability(options, config, pipeline, log);
+  } catch (err) {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await pipeline.discard();
+    throw err;
+  }
   const checkpointsBefore = options.once ? await savedCheckpoints(config.dataDir) : [];
   log.info(options.once ? 'running until every input is read (--once)' : 'running; stop with Ctrl-C or SIGTERM', {
     config: file,
@@ -434,7 +444,43 @@ async function runLocked(
     reporter.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await observability?.close();
   }
+}
+
+/** The operators' API and the metrics behind it, and OTLP export of metrics: what is on of them. */
+interface Observability {
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the operators' API (`api.enabled`, by default on in follow mode and off with --once) and
+ * the metrics (for the API's /metrics, and pushed over OTLP when OTEL_EXPORTER_OTLP_*ENDPOINT is
+ * set). OpenTelemetry is imported here, only when one of them is on: without them a run loads none of it.
+ */
+async function startObservability(options: CliOptions, config: PipelineConfig, pipeline: Pipeline, log: Logger): Promise<Observability | undefined> {
+  const apiOn = config.api?.enabled ?? !options.once;
+  const { otlpMetricsWanted } = await import('../engine/telemetry-names.js');
+  if (!apiOn && !otlpMetricsWanted(process.env)) return undefined;
+  const { startTelemetry } = await import('../engine/telemetry.js');
+  const telemetry = await startTelemetry({ pipeline, config, version: version(), log, prometheus: apiOn });
+  if (telemetry.otlpEndpoint !== undefined) log.info('exporting metrics over OTLP', { endpoint: telemetry.otlpEndpoint });
+  if (!apiOn) return { close: () => telemetry.shutdown() };
+  const { startApiServer } = await import('./api-server.js');
+  let server;
+  try {
+    server = await startApiServer({ address: config.api?.address ?? DEFAULT_API_ADDRESS, pipeline, config, telemetry, log });
+  } catch (err) {
+    await telemetry.shutdown();
+    throw err;
+  }
+  log.info("operators' API listening", { address: server.url, endpoints: '/health /ready /metrics /status' });
+  return {
+    async close() {
+      await server.close();
+      await telemetry.shutdown();
+    },
+  };
 }
 
 /** The sources' checkpoint files in data_dir, so a --once run that reads nothing can say why. */
@@ -766,7 +812,7 @@ function report(err: unknown): number {
   if (err instanceof LogferryError) {
     process.stderr.write(scrub(`logferry: ${err.code}: ${err.message}`) + '\n');
     if (err.code === 'LF_DATA_DIR_LOCKED') return EXIT.locked;
-    return err.code.startsWith('LF_CONFIG') || err.code === 'LF_DATA_DIR_INVALID' ? EXIT.config : EXIT.runtime;
+    return err.code.startsWith('LF_CONFIG') || err.code === 'LF_DATA_DIR_INVALID' || err.code === 'LF_API_ADDRESS_IN_USE' ? EXIT.config : EXIT.runtime;
   }
   process.stderr.write(scrub(`logferry: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`) + '\n');
   return EXIT.runtime;

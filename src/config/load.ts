@@ -38,6 +38,35 @@ function durationMs(value: number | string): number {
 
 const componentTable = z.record(z.string(), z.unknown());
 
+/** `api.address` when not set: loopback only (the API has no authentication), Vector's port plus 912. */
+export const DEFAULT_API_ADDRESS = '127.0.0.1:9598';
+
+/** `host:port` or `[v6]:port` with a port from 0 (any free port) to 65535; undefined when it is not one. */
+export function parseApiAddress(address: string): { host: string; port: number } | undefined {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(address);
+  if (!match) return undefined;
+  const port = Number(match[3]);
+  if (port > 65535) return undefined;
+  return { host: match[1] ?? match[2]!, port };
+}
+
+const apiSchema = z
+  .object({
+    enabled: z
+      .boolean()
+      .optional()
+      .describe('Serve /health, /ready, /metrics and /status. Unset (the default): on for `run`, off for `run --once`; true or false to choose.'),
+    address: z
+      .string()
+      .max(300)
+      .refine((address) => parseApiAddress(address) !== undefined, 'expected host:port such as 127.0.0.1:9598 or [::1]:9598, with a port from 0 (any free port) to 65535')
+      .default(DEFAULT_API_ADDRESS)
+      .describe('Where the API listens, host:port (default 127.0.0.1:9598: this host only; it has no authentication). Port 0 takes any free port; the log says which.'),
+  })
+  .strict()
+  .prefault({})
+  .describe('The operators\' HTTP API: health and readiness probes, Prometheus metrics, status (README: Observability).');
+
 /** The top level of a pipeline file; components are checked against their own schemas afterwards. */
 export const pipelineSchema = z
   .object({
@@ -104,6 +133,7 @@ export const pipelineSchema = z
       .strict()
       .prefault({})
       .describe('What the dead letters keep, and how much disk they may take.'),
+    api: apiSchema,
     plugins: z.array(z.string().min(1)).default([]).describe('Plugin modules: paths (relative to the pipeline file) or npm package names.'),
     sources: componentTable.describe('Components that read records.'),
     transforms: componentTable.default({}).describe('Components that change, drop or key records.'),
@@ -299,6 +329,7 @@ export async function parseConfigText(
     deadLetterKeepText: settings.dead_letter.keep_text,
     deadLetterMaxFileBytes: settings.dead_letter.max_file_bytes,
     deadLetterMaxBytes: settings.dead_letter.max_bytes,
+    api: { enabled: settings.api.enabled, address: settings.api.address },
     sources: components.filter((c) => c.kind === 'source'),
     transforms: components.filter((c) => c.kind === 'transform'),
     sinks: components.filter((c) => c.kind === 'sink'),

@@ -33,6 +33,8 @@ export interface PipelineConfig {
   readonly deadLetterMaxFileBytes?: number;
   /** `dead_letter.max_bytes`: all dead-letter files together; past it the pipeline holds (default 1 GiB). */
   readonly deadLetterMaxBytes?: number;
+  /** `api`: the operators' HTTP API; `enabled` undefined means on in follow mode, off with --once. */
+  readonly api?: { readonly enabled?: boolean; readonly address: string };
   readonly sources: readonly ComponentConfig[];
   readonly transforms: readonly ComponentConfig[];
   readonly sinks: readonly ComponentConfig[];

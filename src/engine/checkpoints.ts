@@ -118,6 +118,7 @@ export class CheckpointSaver {
   private readonly serial = new SerialTask(() => this.saveAll());
   /** Sources whose last save failed, with the error. */
   private readonly failing = new Map<string, string>();
+  private readonly lastSaved = new Map<string, number>();
 
   constructor(
     private readonly store: CheckpointStore,
@@ -128,6 +129,11 @@ export class CheckpointSaver {
   /** Requests a save (coalesced with one in progress); never rejects. */
   save(): Promise<void> {
     return this.serial.run();
+  }
+
+  /** When each source's checkpoint was last saved (ms since the epoch), for the checkpoint age metric. */
+  get savedAt(): ReadonlyMap<string, number> {
+    return this.lastSaved;
   }
 
   /** The sources whose latest save failed, with the error. */
@@ -156,6 +162,7 @@ export class CheckpointSaver {
     for (const source of this.sources()) {
       try {
         await this.store.save(source.id, source.state());
+        this.lastSaved.set(source.id, Date.now());
         if (this.failing.delete(source.id)) {
           this.log.info('checkpoint saved again', { code: 'LF_CHECKPOINT_FAILED', source: source.id, file: this.store.fileFor(source.id) });
         }

@@ -30,10 +30,46 @@ export class LatencyHistogram {
   }
 }
 
-/** Counters the status line, the summary and (later) the metrics endpoint read. */
+/**
+ * Upper bounds (seconds) of the read-to-acknowledgement histogram the metrics endpoint shows
+ * (Prometheus `le` labels): from a millisecond to ten minutes, which spans an idle pipeline and
+ * an outage a sink held its records through.
+ */
+export const LATENCY_BUCKETS_S: readonly number[] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600];
+
+/**
+ * Read-to-acknowledgement latencies counted in the fixed buckets of LATENCY_BUCKETS_S, with their
+ * exact sum: what a Prometheus histogram exposes, kept by the engine itself so that the
+ * per-record path stays a few additions (no OpenTelemetry call per record; engine/telemetry.ts
+ * reads it at collection).
+ */
+export class BucketedLatency {
+  /** One count per bucket, the last one for values above the largest bound (+Inf). */
+  readonly counts = new Float64Array(LATENCY_BUCKETS_S.length + 1);
+  count = 0;
+  sumS = 0;
+  minS = Infinity;
+  maxS = -Infinity;
+
+  record(seconds: number): void {
+    let i = 0;
+    while (i < LATENCY_BUCKETS_S.length && seconds > LATENCY_BUCKETS_S[i]!) i++;
+    this.counts[i]!++;
+    this.count++;
+    this.sumS += seconds;
+    if (seconds < this.minS) this.minS = seconds;
+    if (seconds > this.maxS) this.maxS = seconds;
+  }
+}
+
+/** Counters the status line, the summary, /status and /metrics read. */
 export class Metrics {
   /** From a record's read to its final acknowledgement (every sink answered or dead letter). */
   readonly latency = new LatencyHistogram();
+  /** The same latencies in the metrics endpoint's buckets. */
+  readonly latencyBuckets = new BucketedLatency();
+  /** Dead letters written, by error code. */
+  readonly deadLettersByCode = new Map<string, number>();
   recordsIn = 0;
   bytesIn = 0;
   /** Deliveries confirmed by sinks (a record sent to two sinks counts twice). */
@@ -45,12 +81,42 @@ export class Metrics {
   readonly perComponent = new Map<string, Record<string, number>>();
 
   count(component: string, name: string, by = 1): void {
+    const counters = this.countersOf(component);
+    counters[name] = (counters[name] ?? 0) + by;
+  }
+
+  private countersOf(component: string): Record<string, number> {
     let counters = this.perComponent.get(component);
     if (!counters) {
       counters = {};
       this.perComponent.set(component, counters);
     }
-    counters[name] = (counters[name] ?? 0) + by;
+    return counters;
+  }
+
+  /** One dead letter written (on disk) for `component`, with `code`. */
+  countDeadLetter(component: string, code: string): void {
+    this.deadLetters++;
+    this.count(component, 'dead_letters');
+    this.deadLettersByCode.set(code, (this.deadLettersByCode.get(code) ?? 0) + 1);
+  }
+
+  /** A record read and taken into the graph by source (or replay entry) `component`. */
+  countReceived(component: string, bytes: number): void {
+    this.recordsIn++;
+    this.bytesIn += bytes;
+    // Per record: one map lookup for both counters.
+    const counters = this.countersOf(component);
+    counters.received_events = (counters.received_events ?? 0) + 1;
+    counters.received_bytes = (counters.received_bytes ?? 0) + bytes;
+  }
+
+  /** One record acknowledged by sink `component`, `bytes` its body as the sink was given it. */
+  countSent(component: string, bytes: number): void {
+    this.recordsOut++;
+    const counters = this.countersOf(component);
+    counters.delivered = (counters.delivered ?? 0) + 1;
+    counters.sent_bytes = (counters.sent_bytes ?? 0) + bytes;
   }
 
   snapshot(): MetricsSnapshot {

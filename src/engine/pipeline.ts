@@ -17,7 +17,7 @@ import { deadLetterRedactor } from '../records/redaction.js';
 import { isRecordLike } from './record-shape.js';
 import { TransformGraph, type WalkEvents, type WalkFailure } from './graph-walk.js';
 import { collectSecrets, SecretScrubber } from './secrets.js';
-import { SinkState, type SinkStatus } from './sink-state.js';
+import { SinkState, type RetryReasonClass, type SinkStatus } from './sink-state.js';
 import { plural } from '../plural.js';
 import type {
   ComponentContext,
@@ -66,6 +66,13 @@ export interface GraphEntry {
   readonly signal: AbortSignal;
   /** Resolves once the record has its place in the budget; `onFinal` as in SourceContext.emit. */
   emit(componentId: string, record: LogRecord, bytes: number, onFinal: () => void): Promise<void>;
+}
+
+/** A source as /ready sees it (Pipeline.sourceStates). */
+export interface SourceStatus {
+  readonly source: string;
+  readonly state: 'starting' | 'reading' | 'failing' | 'stopped';
+  readonly reason?: string;
 }
 
 export interface RunSummary {
@@ -134,8 +141,8 @@ class SinkDelivery implements Delivery {
   delivered(): void {
     if (this.settle()) {
       this.state.recordsAnswered();
-      this.pipeline.metrics.recordsOut++;
-      this.pipeline.metrics.count(this.sinkId, 'delivered');
+      // The body was made (and cached) before the record reached the sink: a lookup, not a serialization.
+      this.pipeline.metrics.countSent(this.sinkId, documentBody(this.record).length);
       this.finalizer.release();
     }
   }
@@ -185,6 +192,7 @@ export class Pipeline {
     deadLetter: (transformId, record, failure, finalizer) => this.transformFailed(transformId, record, failure, finalizer),
   };
   private readonly sources = new Map<string, Source>();
+  private readonly sourceRunState = new Map<string, 'reading' | 'stopped'>();
   private readonly sinks = new Map<string, { sink: Sink; channel: Channel<Delivery>; state: SinkState; running?: Promise<void> }>();
   private pool: RecordPool | undefined;
   private poolClosing = false;
@@ -314,6 +322,40 @@ export class Pipeline {
     return [...this.sinks.values()].map(({ state }) => state.status());
   }
 
+  /**
+   * Whether each source reads, for /ready: `starting` until its run begins (its checkpoint is
+   * loaded), `reading` while it runs, `failing` while an input of it cannot be read (the reason
+   * names the file), `stopped` once it ended (a stop request, or --once read everything).
+   */
+  sourceStates(): SourceStatus[] {
+    return this.config.sources.map(({ id }) => {
+      const unreadable = [...this.unreadable.values()].find((u) => u.source === id);
+      const state = this.sourceRunState.get(id) ?? 'starting';
+      if (state === 'reading' && unreadable) return { source: id, state: 'failing', reason: `cannot read ${unreadable.path}: ${unreadable.error}` };
+      return { source: id, state };
+    });
+  }
+
+  /** Bytes not yet acknowledged per tailed file, of every source that tells (job_log_tail does). */
+  bytesBehindByFile(): { source: string; file: string; bytes: number }[] {
+    return [...this.sources].flatMap(([source, s]) => (s.bytesBehindByFile?.() ?? []).map((f) => ({ source, ...f })));
+  }
+
+  /** The buffer's bound (`buffer.max_bytes`); bytesInFlight is what it holds now. */
+  get bufferMaxBytes(): number {
+    return this.budget.maxBytes;
+  }
+
+  /** When each source's checkpoint was last saved (ms since the epoch); absent until its first save. */
+  checkpointSavedAt(): ReadonlyMap<string, number> {
+    return this.checkpointSaver.savedAt;
+  }
+
+  /** Failed attempts each sink tries again, by reason class (see SinkState.failed: the one place a sink's failures pass). */
+  sinkRetryCounts(): { sink: string; counts: Readonly<Record<RetryReasonClass, number>> }[] {
+    return [...this.sinks].map(([sink, { state }]) => ({ sink, counts: state.retryCounts() }));
+  }
+
   /** The sink instances, for start-up health checks. */
   sinkInstances(): { id: string; sink: Sink }[] {
     return [...this.sinks].map(([id, { sink }]) => ({ id, sink }));
@@ -436,9 +478,12 @@ export class Pipeline {
         // any error of its own, so the pipeline still drains and shuts down in order.
         const restored = await this.checkpoints.load(id);
         this.restored.add(id);
+        this.sourceRunState.set(id, 'reading');
         await source.run(this.sourceContext(c, restored));
       } catch (err) {
         if (!this.sourceAbort.signal.aborted) this.fail(err, `source ${id} failed`, 'LF_SOURCE_FAILED');
+      } finally {
+        this.sourceRunState.set(id, 'stopped');
       }
     });
     await Promise.all(sourceRuns);
@@ -490,7 +535,7 @@ export class Pipeline {
         const charge = recordCharge(bytes);
         const admit = (): void => {
           const finalizer = this.startRecord(charge, onFinal);
-          this.countIn(bytes);
+          this.countIn(componentId, bytes);
           this.guarded(componentId, record.origin, finalizer, () => this.held(this.graph.visit(node, record, this.walkEvents, finalizer), componentId, finalizer), record.doc);
           finalizer.release();
         };
@@ -588,8 +633,7 @@ export class Pipeline {
         // A blocked write must not keep a stopping source waiting: on stop the line stays
         // unacknowledged (the source does not move past it) and is read again after the restart.
         await abortable(this.deadLetters.write(entry), signal);
-        this.metrics.deadLetters++;
-        this.metrics.count(c.id, 'dead_letters');
+        this.metrics.countDeadLetter(c.id, entry.code);
       },
       inputUnreadable: (path, err) => this.inputUnreadable(c.id, path, err),
       inputReadable: (path) => this.inputReadable(c.id, path),
@@ -616,7 +660,7 @@ export class Pipeline {
           this.writeDeadLetter({ code: 'LF_RECORD_INVALID', reason, component: sourceId, origin, doc }, finalizer);
           return;
         }
-        this.countIn(bytes);
+        this.countIn(sourceId, bytes);
         this.dispatch(sourceId, record, finalizer);
       } catch (err) {
         const { code, reason } = unprocessable(err);
@@ -651,7 +695,7 @@ export class Pipeline {
     }
     order.now(() => {
       if (parsed.ok) {
-        this.countIn(bytes);
+        this.countIn(sourceId, bytes);
         const record = parsed.record;
         this.guarded(sourceId, origin, finalizer, () => this.dispatch(sourceId, record, finalizer), record.doc);
       } else {
@@ -722,9 +766,8 @@ export class Pipeline {
     return new Finalizer(bytes, (b, startedAt) => this.finished(b, startedAt), onFinal);
   }
 
-  private countIn(bytes: number): void {
-    this.metrics.recordsIn++;
-    this.metrics.bytesIn += bytes;
+  private countIn(component: string, bytes: number): void {
+    this.metrics.countReceived(component, bytes);
   }
 
   /** Replays what the worker did, in the same order and with the same bookkeeping as the inline path. */
@@ -738,7 +781,7 @@ export class Pipeline {
       finalizer.release();
       return;
     }
-    this.countIn(bytes);
+    this.countIn(sourceId, bytes);
     for (const [component, name, by] of outcome.counts) this.metrics.count(component, name, by);
     const fields = { kind: outcome.recordKind, origin, receivedDigest: outcome.receivedDigest };
     for (const event of outcome.events) {
@@ -774,8 +817,7 @@ export class Pipeline {
     }
     written.then(
       () => {
-        this.metrics.deadLetters++;
-        this.metrics.count(entry.component, 'dead_letters');
+        this.metrics.countDeadLetter(entry.component, entry.code);
         finalizer.release();
       },
       (err: unknown) => {
@@ -797,7 +839,9 @@ export class Pipeline {
   }
 
   private finished(bytes: number, startedAt: number): void {
-    this.metrics.latency.record(performance.now() - startedAt);
+    const latencyMs = performance.now() - startedAt;
+    this.metrics.latency.record(latencyMs);
+    this.metrics.latencyBuckets.record(latencyMs / 1000);
     this.budget.release(bytes);
     if (--this.inFlight === 0) {
       const waiters = this.drainWaiters;

@@ -12,6 +12,9 @@ import { backoffDelay, type BackoffOptions } from './retry.js';
  */
 export type SinkStateName = 'healthy' | 'retrying' | 'blocked';
 
+/** Why a destination-level attempt failed: `transient` (5xx, 429, timeouts, resets) or `blocked` (credentials, TLS, DNS, permissions). */
+export type RetryReasonClass = 'transient' | 'blocked';
+
 /** One sink's state, for the status line, the final summary and (later) /ready and /metrics. */
 export interface SinkStatus {
   readonly sink: string;
@@ -76,6 +79,8 @@ export class SinkState {
   private listeners = new Set<(status: SinkStatus) => void>();
   /** Once the pipeline gives up on the sink (shutdown), nothing more is logged about it. */
   private quiet = false;
+  /** Failed attempts that will be tried again, by class: `transient` (may pass by itself) or `blocked` (needs an operator). */
+  private readonly retries = { transient: 0, blocked: 0 };
 
   constructor(
     readonly sink: string,
@@ -93,6 +98,11 @@ export class SinkState {
       failedAttempts: this.failedAttempts,
       pendingRecords: this.pending,
     };
+  }
+
+  /** Failed attempts (every one is tried again while the destination fails), by reason class, since the sink was built. */
+  retryCounts(): Readonly<Record<RetryReasonClass, number>> {
+    return { ...this.retries };
   }
 
   get healthy(): boolean {
@@ -199,6 +209,7 @@ export class SinkState {
       this.reminder = setInterval(() => this.remind(), this.reminderMs).unref();
     }
     this.failedAttempts++;
+    this.retries[failure.blocked ? 'blocked' : 'transient']++;
     this.reason = failure.reason;
     if (failure.advice !== undefined) this.advice = failure.advice;
     const changed = entering || state !== this.state;

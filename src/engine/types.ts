@@ -172,6 +172,8 @@ export interface Source {
   checkpoint(): unknown;
   /** Bytes known to exist but not yet acknowledged (for status lines). */
   bytesBehind?(): number;
+  /** The same, per input file (for the metrics endpoint; the engine caps how many it shows). */
+  bytesBehindByFile?(): { file: string; bytes: number }[];
 }
 
 export type TransformResult = LogRecord | LogRecord[] | null;

@@ -208,6 +208,10 @@ class JobLogTail implements Source {
     return { version: 1, files };
   }
 
+  bytesBehindByFile(): { file: string; bytes: number }[] {
+    return [...this.files.values()].map((f) => ({ file: f.path, bytes: Math.max(0, f.size - f.tracker.committed) }));
+  }
+
   bytesBehind(): number {
     let behind = 0;
     for (const f of this.files.values()) behind += Math.max(0, f.size - f.tracker.committed);

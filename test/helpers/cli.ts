@@ -147,8 +147,10 @@ export function standardPipeline(opts: {
   /** Top-level lines, e.g. `plugins: [...]`. */
   top?: string;
 }): string {
+  // api on any free port: follow-mode runs of tests in parallel must not all want 127.0.0.1:9598.
   return `data_dir: ${JSON.stringify(opts.dataDir)}
 ${opts.top ?? ''}
+${opts.top?.includes('api:') ? '' : 'api: { address: "127.0.0.1:0" }'}
 checkpoint_interval_ms: 100
 status_interval_ms: 60000
 shutdown_timeout: 20s
@@ -199,6 +201,7 @@ export function poolPipeline(opts: {
 }): string {
   const optional = (line: string, value: unknown): string => (value === undefined ? '' : `${line}\n`);
   return `data_dir: ${JSON.stringify(join(opts.dir, 'data'))}
+api: { address: "127.0.0.1:0" }
 ${opts.plugins ? `plugins: [${opts.plugins.map((p) => JSON.stringify(p)).join(', ')}]\n` : ''}checkpoint_interval_ms: ${opts.checkpointIntervalMs ?? 100}
 status_interval_ms: 60000
 ${optional(`shutdown_timeout: ${opts.shutdownTimeout}`, opts.shutdownTimeout)}pool:

@@ -126,11 +126,18 @@ describe('unreadable input', () => {
     const { dir, out, config, unreadable, unreadableIds } = await setup();
     const run = startUnprivileged(['run', '-c', config], dir);
     await waitFor(() => run.stderr().includes('cannot read an input'), 20_000, 'the unreadable warning');
+    // /ready names the source and the file while the input cannot be read.
+    const api = await waitFor(() => /operators' API listening address=(\S+)/.exec(run.stderr())?.[1], 20_000, 'the API address');
+    const ready = await fetch(`${api}/ready`);
+    expect(ready.status).toBe(503);
+    const body = (await ready.json()) as { components: { component_id: string; state: string; reason: string }[] };
+    expect(body.components).toContainEqual({ component_id: 'jobs', component_kind: 'source', state: 'failing', reason: expect.stringContaining(`cannot read ${unreadable}`) as unknown });
     // glob_interval_ms is 100 ms in this pipeline: let a few scans fail before fixing the file.
     await waitFor(() => run.stderr().includes('wrote') || existsSync(join(dir, 'data', 'checkpoints', 'jobs.json')), 20_000, 'a checkpoint');
     await chmod(unreadable, 0o644);
     await waitFor(() => unreadableIds.every((id) => existsSync(join(out, jobKey(id)))), 20_000, 'the jobs of the fixed file');
     await waitFor(() => run.stderr().includes('an input that could not be read is read again'), 5_000, 'the recovery line');
+    await waitFor(async () => (await fetch(`${api}/ready`)).status === 200, 20_000, '/ready to answer 200 once the input reads');
     run.kill('SIGTERM');
     const result = await run.exited;
     expect(result.code, result.stderr).toBe(0);
