@@ -85,13 +85,16 @@ function sendJson(response: ServerResponse, status: number, body: unknown): void
 export async function startApiServer(options: {
   address: string;
   pipeline: Pipeline;
+  /** Where `address` came from, for messages: `api.address` or `LOGFERRY_API_ADDRESS`. */
+  setting?: string;
   config: PipelineConfig;
   telemetry: Telemetry;
   log: Logger;
 }): Promise<ApiServer> {
   const { pipeline, config, telemetry, log } = options;
+  const setting = options.setting ?? 'api.address';
   const where = parseApiAddress(options.address);
-  if (!where) throw new LogferryError('LF_CONFIG_INVALID', `api.address must be host:port, got "${options.address}"`);
+  if (!where) throw new LogferryError('LF_CONFIG_INVALID', `${setting} must be host:port, got "${options.address}"`);
   const startedAt = Date.now();
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
     const path = (request.url ?? '/').split('?')[0];
@@ -147,7 +150,7 @@ export async function startApiServer(options: {
       reject(
         new LogferryError(
           'LF_API_ADDRESS_IN_USE',
-          `the operators' API cannot listen on api.address ${options.address}: ${why} (${err.code ?? 'error'}); set api.address to a free host:port (port 0 takes any free port), or api.enabled: false`,
+          `the operators' API cannot listen on ${setting} ${options.address}: ${why} (${err.code ?? 'error'}); set ${setting} to a free host:port (port 0 takes any free port), or api.enabled: false`,
           { cause: err },
         ),
       );

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { builtinRegistry } from '../builtins.js';
 import { pipelineJsonSchema } from '../config/json-schema.js';
-import { DEFAULT_API_ADDRESS, loadConfig } from '../config/load.js';
+import { DEFAULT_API_ADDRESS, loadConfig, parseApiAddress } from '../config/load.js';
 import type { PipelineConfig } from '../config/types.js';
 import { acquireDataDirLock, dataDirProblem } from '../engine/data-dir-lock.js';
 import { readDeadLetters, DeadLetterWriter, type DeadLetterEntry } from '../engine/dead-letters.js';
@@ -467,9 +467,15 @@ async function startObservability(options: CliOptions, config: PipelineConfig, p
   if (telemetry.otlpEndpoint !== undefined) log.info('exporting metrics over OTLP', { endpoint: telemetry.otlpEndpoint });
   if (!apiOn) return { close: () => telemetry.shutdown() };
   const { startApiServer } = await import('./api-server.js');
+  // LOGFERRY_API_ADDRESS replaces api.address: one pipeline file for many containers or instances on a host.
+  const fromEnv = process.env.LOGFERRY_API_ADDRESS || undefined;
   let server;
   try {
-    server = await startApiServer({ address: config.api?.address ?? DEFAULT_API_ADDRESS, pipeline, config, telemetry, log });
+    if (fromEnv !== undefined && parseApiAddress(fromEnv) === undefined) {
+      throw new UsageError(`LOGFERRY_API_ADDRESS must be host:port such as 127.0.0.1:9598 or [::1]:9598 (port 0 takes any free port), got "${fromEnv}"`);
+    }
+    const address = fromEnv ?? config.api?.address ?? DEFAULT_API_ADDRESS;
+    server = await startApiServer({ address, setting: fromEnv ? 'LOGFERRY_API_ADDRESS' : 'api.address', pipeline, config, telemetry, log });
   } catch (err) {
     await telemetry.shutdown();
     throw err;

@@ -35,7 +35,9 @@ export function startCli(args: string[], options: CliOptions): Running {
     cwd: options.cwd,
     uid: options.uid,
     gid: options.gid,
-    env: { ...process.env, ...options.env },
+    // Follow-mode runs of tests in parallel must not all want the API's default port: any free one,
+    // unless the test sets LOGFERRY_API_ADDRESS (undefined removes it, to test api.address itself).
+    env: { ...process.env, LOGFERRY_API_ADDRESS: '127.0.0.1:0', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

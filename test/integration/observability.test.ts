@@ -247,12 +247,20 @@ describe("the operators' API", () => {
     const port = (taken.address() as { port: number }).port;
     const out = join(dir, 'out');
     const config = await writePipeline(dir, standardPipeline({ dataDir: join(dir, 'data'), include, out, top: `api: { address: "127.0.0.1:${port}" }` }));
-    const result = await runCli(['run', '-c', config], { cwd: dir, timeoutMs: 60_000 });
+    const result = await runCli(['run', '-c', config], { cwd: dir, timeoutMs: 60_000, env: { LOGFERRY_API_ADDRESS: undefined } });
     expect(result.code, result.stderr).toBe(78);
     expect(result.stderr).toContain('LF_API_ADDRESS_IN_USE');
     expect(result.stderr).toContain(`api.address 127.0.0.1:${port}`);
     expect(result.stderr).toContain('EADDRINUSE');
     expect(result.stderr).not.toContain('running; stop with');
+
+    // LOGFERRY_API_ADDRESS replaces api.address, and messages name it; a bad one is a usage error.
+    const fromEnv = await runCli(['run', '-c', config], { cwd: dir, timeoutMs: 60_000, env: { LOGFERRY_API_ADDRESS: `127.0.0.1:${port}` } });
+    expect(fromEnv.code, fromEnv.stderr).toBe(78);
+    expect(fromEnv.stderr).toContain(`LOGFERRY_API_ADDRESS 127.0.0.1:${port}`);
+    const bad = await runCli(['run', '-c', config], { cwd: dir, timeoutMs: 60_000, env: { LOGFERRY_API_ADDRESS: 'localhost' } });
+    expect(bad.code, bad.stderr).toBe(2);
+    expect(bad.stderr).toMatch(/logferry: LOGFERRY_API_ADDRESS must be host:port .* got "localhost"/);
   }, 60_000);
 
   it('rejects an api.address that is not host:port, with its position', async () => {
