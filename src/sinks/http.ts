@@ -295,7 +295,7 @@ export class HttpSink implements Sink {
         // Detached: a timer cannot wait. deliver() settles every batch it is given, so this only
         // logs a bug, which would otherwise be an unhandled rejection that ends the process.
         void this.flush().catch((err: unknown) =>
-          this.ctx.log.error('http sink failed to send a batch on its timeout', { code: 'LF_SINK_FAILED', uri: this.target, error: err }),
+          this.ctx.log.error('failed to send a batch on its timeout', { code: 'LF_SINK_FAILED', uri: this.target, error: err }),
         );
       }, this.options.batch.timeout_ms);
     }
