@@ -64,7 +64,17 @@ export const retryDefaults = (overrides: Partial<RetryOptions> = {}): RetryOptio
  */
 export type Verdict =
   | { kind: 'ok' }
-  | { kind: 'record'; reason: string; code?: ErrorCode }
+  | {
+      kind: 'record';
+      reason: string;
+      code?: ErrorCode;
+      /**
+       * For a batch, how to find the records at fault: `halves` (the default) splits it like a
+       * refused body; `singly` sends each record once more on its own, for a server that accepted
+       * part of the batch (so an accepted record reaches it at most twice).
+       */
+      resend?: 'halves' | 'singly';
+    }
   | { kind: 'destination'; reason: string; afterMs?: number; blocked?: boolean; advice?: string };
 
 /** The verdicts a record ends with: destination-level failures are retried, never final (unless max_duration_s expires). */

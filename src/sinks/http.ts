@@ -214,8 +214,9 @@ export interface BatchFormat {
   encode(records: readonly LogRecord[]): Buffer;
   /**
    * Reads the body of a 2xx answer to a request that carried `count` records: `ok`, or a `record`
-   * verdict when the server says it refused some of them (a batch of several is then split in
-   * halves like a 400, so the refused ones end alone as dead letters).
+   * verdict when the server says it refused some of them (with `resend: 'singly'` a batch of
+   * several is then sent again one record at a time, so the refused ones end alone as dead letters
+   * and the accepted ones reach the server at most twice). It must not throw.
    */
   readAnswer(body: Buffer, count: number): Verdict;
 }
@@ -341,13 +342,17 @@ export class HttpSink implements Sink {
       this.delivered += batch.deliveries.length;
       this.ctx.metrics.bytesOut += batch.bytes;
     } else if (batch.deliveries.length > 1 && verdict.code === undefined) {
-      this.ctx.log.debug('a batch was refused for its body; sending it in halves to find the records at fault', {
-        uri: this.target,
-        records: batch.deliveries.length,
-        reason: verdict.reason,
-      });
-      const half = Math.ceil(batch.deliveries.length / 2);
-      for (const part of [sliceBatch(batch, 0, half), sliceBatch(batch, half, batch.deliveries.length)]) await this.deliver(part);
+      const count = batch.deliveries.length;
+      const singly = verdict.resend === 'singly';
+      this.ctx.log.debug(
+        singly
+          ? 'the server refused part of a batch without saying which records; sending each once more on its own'
+          : 'a batch was refused for its body; sending it in halves to find the records at fault',
+        { uri: this.target, records: count, reason: verdict.reason },
+      );
+      const half = Math.ceil(count / 2);
+      const parts = singly ? batch.deliveries.map((_, i) => sliceBatch(batch, i, i + 1)) : [sliceBatch(batch, 0, half), sliceBatch(batch, half, count)];
+      for (const part of parts) await this.deliver(part);
       return;
     } else {
       this.warnOnce(verdict.reason);

@@ -26,6 +26,8 @@ export const DEFAULT_OTLP_ATTRIBUTES: Readonly<Record<string, string>> = {
 
 const FIELD_PATH = /^[^.\s]+(\.[^.\s]+)*$/;
 const attributeName = z.string().min(1).max(256);
+/** Attributes and resource attributes an operator may configure: enough for any mapping, bounded per record. */
+const MAX_ATTRIBUTE_ENTRIES = 128;
 
 const http = httpSinkSchema.shape;
 
@@ -48,6 +50,7 @@ export const otlpSinkSchema = z
       ),
     attributes: z
       .record(attributeName, z.string().max(1024).regex(FIELD_PATH, 'expected a dotted field path such as team.id'))
+      .refine((map) => Object.keys(map).length <= MAX_ATTRIBUTE_ENTRIES, `at most ${MAX_ATTRIBUTE_ENTRIES} attributes`)
       .default({ ...DEFAULT_OTLP_ATTRIBUTES })
       .describe(
         'Log record attributes: name -> dotted field path in the document. A field that is missing or null adds no attribute. Setting it replaces the default list.',
@@ -59,6 +62,7 @@ export const otlpSinkSchema = z
       .describe("Attribute that carries the record's key (set by path_format), when it has one; empty: no such attribute."),
     resource: z
       .record(attributeName, z.string().max(4096))
+      .refine((map) => Object.keys(map).length <= MAX_ATTRIBUTE_ENTRIES, `at most ${MAX_ATTRIBUTE_ENTRIES} resource attributes`)
       .default({})
       .describe('Resource attributes of every record; service.name is logferry unless set here.'),
     batch: http.batch.describe('Records per request, uncompressed bytes per request (counted as the documents\' JSON text), and how long a batch that is not full waits.'),
@@ -124,9 +128,17 @@ function hrTime(ms: number): [number, number] {
 export function recordTime(record: LogRecord): number | undefined {
   const text = record.doc[record.kind === 'job' ? 'started_at' : 'timestamp'];
   if (typeof text !== 'string') return undefined;
-  const ms = Date.parse(text);
-  return Number.isNaN(ms) ? undefined : ms;
+  // A time of day without a zone is UTC, as workflow platforms write it, not the host's zone.
+  const ms = Date.parse(ZONELESS_TIME.test(text) ? `${text}Z` : text);
+  // Before 1970 (a Go zero time, 0001-01-01) or past int64 nanoseconds (2262): not a time OTLP can
+  // carry (it would wrap around); the log record then has only its observed time.
+  return Number.isNaN(ms) || ms < 0 || ms > MAX_OTLP_TIME_MS ? undefined : ms;
 }
+
+/** `2026-12-06T01:02:03`, `2026-12-06 01:02:03.456`: a date and time of day with no zone after it. */
+const ZONELESS_TIME = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$/i;
+/** The largest time in signed 64-bit nanoseconds (the OTLP JSON mapping's limit), in ms. */
+const MAX_OTLP_TIME_MS = 9_223_372_036_854;
 
 type Serializer = ISerializer<ReadableLogRecord[], IExportLogsServiceResponse>;
 
@@ -182,23 +194,28 @@ export class OtlpLogsFormat implements BatchFormat {
 
   /**
    * A 2xx answer is a success unless its partial_success rejects records. The server does not say
-   * which: a batch of several is split (see BatchFormat.readAnswer) until a refused record is
-   * alone, and it goes to the dead letters with the server's error_message. An answer that does not
-   * decode is still a success: the status said the request was accepted.
+   * which, and the accepted ones are stored: each record of a batch of several is sent once more
+   * on its own (so an accepted one arrives at most twice), and a record refused alone goes to the
+   * dead letters with the server's error_message. An answer that does not decode, or decodes to
+   * something else than a response, is still a success: the status said the request was accepted.
    */
   readAnswer(body: Buffer, count: number): Verdict {
-    let answer: IExportLogsServiceResponse;
+    let rejected = 0;
+    let message: string | undefined;
     try {
-      answer = this.serializer.deserializeResponse(body);
+      const answer: unknown = this.serializer.deserializeResponse(body);
+      const partial = typeof answer === 'object' && answer !== null ? (answer as IExportLogsServiceResponse).partialSuccess : undefined;
+      if (typeof partial !== 'object' || partial === null) return { kind: 'ok' };
+      rejected = Number(partial.rejectedLogRecords ?? 0);
+      message = typeof partial.errorMessage === 'string' ? partial.errorMessage.trim() : undefined;
     } catch {
       return { kind: 'ok' };
     }
-    const rejected = Number(answer.partialSuccess?.rejectedLogRecords ?? 0);
     if (!(rejected > 0)) return { kind: 'ok' };
-    const message = answer.partialSuccess?.errorMessage?.trim();
     return {
       kind: 'record',
-      reason: `partial_success: the receiver rejected ${rejected} of ${count} log records${message ? `: ${message.slice(0, 512)}` : ' (it gave no error_message)'}`,
+      resend: 'singly',
+      reason: `partial_success: the receiver rejected ${rejected} of ${count} log ${count === 1 ? 'record' : 'records'}${message ? `: ${message.slice(0, 512)}` : ' (it gave no error_message)'}`,
     };
   }
 }

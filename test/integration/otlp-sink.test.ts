@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { LogRecord } from '../../src/engine/types.js';
-import { logsUrl, otlpSink, otlpSinkSchema } from '../../src/sinks/otlp.js';
+import { logsUrl, otlpSink, otlpSinkSchema, recordTime } from '../../src/sinks/otlp.js';
 import { driveSink, jobRecord, sinkConformanceCases } from '../../src/testkit/index.js';
 import { otlpRecordIds, startOtlpReceiver, statusBody, type OtlpReceiver } from '../helpers/otlp-receiver.js';
 
@@ -117,7 +117,7 @@ describe('otlp sink', () => {
     expect(log!.timeUnixNano).toBe(log!.observedTimeUnixNano);
   });
 
-  it('partial_success: the batch is split until each refused record is alone, which becomes a dead letter with the error_message', async () => {
+  it('partial_success: each record of the batch is sent once more alone; a refused one becomes a dead letter with the error_message, an accepted one arrives at most twice', async () => {
     // The receiver refuses every record whose id is a multiple of 5, and says only how many.
     const otlp = await receiver((request) => {
       const refused = request.logs.filter((log) => ((log.body as { id: number }).id % 5) === 0).length;
@@ -129,12 +129,27 @@ describe('otlp sink', () => {
     expect(result.rejected.map((r) => r.record.doc.id).sort((a, b) => Number(a) - Number(b))).toEqual([5, 10, 15, 20]);
     for (const rejected of result.rejected) {
       expect(rejected.code).toBe('LF_SINK_REJECTED');
-      expect(rejected.reason).toMatch(/^HTTP 200 from http:\/\/127\.0\.0\.1:\d+\/…\/…: partial_success: the receiver rejected 1 of 1 log records: log record too old$/);
+      expect(rejected.reason).toMatch(/^HTTP 200 from http:\/\/127\.0\.0\.1:\d+\/…\/…: partial_success: the receiver rejected 1 of 1 log record: log record too old$/);
     }
     expect(result.delivered.map((r) => r.doc.id).sort((a, b) => Number(a) - Number(b))).toEqual(records.map((r) => r.doc.id).filter((id) => Number(id) % 5 !== 0));
-    // Every accepted record reached the receiver in a request it accepted whole.
-    const acceptedWhole = otlp.requests.filter((r) => r.logs.every((log) => (log.body as { id: number }).id % 5 !== 0));
-    expect(new Set(acceptedWhole.flatMap((r) => r.logs.map((log) => (log.body as { id: number }).id)))).toEqual(new Set(result.delivered.map((r) => r.doc.id)));
+    // The batch, then each of its 20 records alone: no record reaches the receiver more than twice.
+    expect(otlp.requests).toHaveLength(21);
+    const copies = new Map<number, number>();
+    for (const log of otlp.logs()) {
+      const id = (log.body as { id: number }).id;
+      copies.set(id, (copies.get(id) ?? 0) + 1);
+    }
+    expect([...copies.values()].every((n) => n === 2)).toBe(true);
+  });
+
+  it('a 2xx answer that decodes to no response (http/json body null, an error_message that is not text) is a success, not a retry', async () => {
+    for (const body of ['null', '{"partialSuccess":{"rejectedLogRecords":0,"errorMessage":7}}', '[]']) {
+      const otlp = await receiver(() => ({ body: Buffer.from(body), headers: { 'content-type': 'application/json' } }));
+      const result = await driveSink(otlpSink, { endpoint: otlp.url, protocol: 'http/json', batch: { max_events: 10, timeout_ms: 20 }, ...fast }, [1, 2].map((id) => jobRecord(id)), { batches: 1 });
+      expect(result.delivered, body).toHaveLength(2);
+      expect(result.rejected, body).toHaveLength(0);
+      expect(otlp.requests, body).toHaveLength(1);
+    }
   });
 
   it('a 400 with a protobuf google.rpc.Status answer: the refused record is a dead letter whose reason holds the Status message', async () => {
@@ -180,5 +195,26 @@ describe('otlp sink', () => {
     expect(secrets).toContain('otlp-secret-1');
     expect(secrets).toContain('key-secret-2');
     expect(secrets).not.toContain('ops');
+  });
+});
+
+describe('otlp record time', () => {
+  const at = (startedAt: unknown): number | undefined => {
+    const record = jobRecord(1);
+    return recordTime({ ...record, doc: { ...record.doc, started_at: startedAt as string } });
+  };
+
+  it('reads started_at with its zone, a time without a zone as UTC, and leaves out what OTLP cannot carry', () => {
+    expect(at('2026-12-06T01:02:03.456Z')).toBe(Date.UTC(2026, 11, 6, 1, 2, 3, 456));
+    expect(at('2026-12-06T03:02:03+02:00')).toBe(Date.UTC(2026, 11, 6, 1, 2, 3));
+    // The host's zone plays no part (the test runs in whatever TZ the machine has).
+    expect(at('2026-12-06T01:02:03')).toBe(Date.UTC(2026, 11, 6, 1, 2, 3));
+    expect(at('2026-12-06 01:02:03.5')).toBe(Date.UTC(2026, 11, 6, 1, 2, 3, 500));
+    // A Go zero time (a job that never started), before 1970, past 2262, not a time: observed time only.
+    expect(at('0001-01-01T00:00:00Z')).toBeUndefined();
+    expect(at('1960-05-01T00:00:00Z')).toBeUndefined();
+    expect(at('2300-01-01T00:00:00Z')).toBeUndefined();
+    expect(at('yesterday')).toBeUndefined();
+    expect(at(1733446923)).toBeUndefined();
   });
 });
