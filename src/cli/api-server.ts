@@ -76,8 +76,11 @@ export function statusReport(pipeline: Pipeline, config: PipelineConfig, started
   };
 }
 
-function sendJson(response: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body) + '\n';
+function sendJson(response: ServerResponse, status: number, body: unknown, scrub?: (text: string) => string): void {
+  // Reasons come from destinations' answers (a plugin may quote a token): scrubbed as log lines are,
+  // each string before JSON escapes it, so a secret is found however it would be escaped.
+  const replacer = scrub ? (_key: string, value: unknown): unknown => (typeof value === 'string' ? scrub(value) : value) : undefined;
+  const text = JSON.stringify(body, replacer) + '\n';
   response.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
   response.end(text);
 }
@@ -90,8 +93,10 @@ export async function startApiServer(options: {
   config: PipelineConfig;
   telemetry: Telemetry;
   log: Logger;
+  /** Replaces secrets in every string of a JSON answer (the logger's scrubber). */
+  scrub?: (text: string) => string;
 }): Promise<ApiServer> {
-  const { pipeline, config, telemetry, log } = options;
+  const { pipeline, config, telemetry, log, scrub } = options;
   const setting = options.setting ?? 'api.address';
   const where = parseApiAddress(options.address);
   if (!where) throw new LogferryError('LF_CONFIG_INVALID', `${setting} must be host:port, got "${options.address}"`);
@@ -100,28 +105,28 @@ export async function startApiServer(options: {
     const path = (request.url ?? '/').split('?')[0];
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       response.setHeader('allow', 'GET, HEAD');
-      sendJson(response, 405, { error: `${request.method} is not allowed: the API only answers GET` });
+      sendJson(response, 405, { error: `${request.method} is not allowed: the API only answers GET` }, scrub);
       return;
     }
     switch (path) {
       case '/health':
         // Answered from the event loop: a stuck loop answers nothing, which is what liveness asks.
-        sendJson(response, 200, { status: 'ok' });
+        sendJson(response, 200, { status: 'ok' }, scrub);
         return;
       case '/ready': {
         const { ready, body } = readiness(pipeline);
-        sendJson(response, ready ? 200 : 503, body);
+        sendJson(response, ready ? 200 : 503, body, scrub);
         return;
       }
       case '/status':
-        sendJson(response, 200, statusReport(pipeline, config, startedAt));
+        sendJson(response, 200, statusReport(pipeline, config, startedAt), scrub);
         return;
       case '/metrics':
         if (telemetry.serveMetrics) telemetry.serveMetrics(request, response);
-        else sendJson(response, 404, { error: 'metrics are not served' });
+        else sendJson(response, 404, { error: 'metrics are not served' }, scrub);
         return;
       default:
-        sendJson(response, 404, { error: `no such endpoint: ${path}`, endpoints: ENDPOINTS });
+        sendJson(response, 404, { error: `no such endpoint: ${path}`, endpoints: ENDPOINTS }, scrub);
     }
   };
   const server: Server = createServer((request, response) => {
@@ -129,7 +134,7 @@ export async function startApiServer(options: {
       handle(request, response);
     } catch (err) {
       log.error('the operators\' API failed to answer a request', { path: request.url, error: err instanceof Error ? err.message : String(err) });
-      if (!response.headersSent) sendJson(response, 500, { error: 'internal error' });
+      if (!response.headersSent) sendJson(response, 500, { error: 'internal error' }, scrub);
       else response.end();
     }
   });

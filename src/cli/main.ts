@@ -475,7 +475,7 @@ async function startObservability(options: CliOptions, config: PipelineConfig, p
       throw new UsageError(`LOGFERRY_API_ADDRESS must be host:port such as 127.0.0.1:9598 or [::1]:9598 (port 0 takes any free port), got "${fromEnv}"`);
     }
     const address = fromEnv ?? config.api?.address ?? DEFAULT_API_ADDRESS;
-    server = await startApiServer({ address, setting: fromEnv ? 'LOGFERRY_API_ADDRESS' : 'api.address', pipeline, config, telemetry, log });
+    server = await startApiServer({ address, setting: fromEnv ? 'LOGFERRY_API_ADDRESS' : 'api.address', pipeline, config, telemetry, log, scrub });
   } catch (err) {
     await telemetry.shutdown();
     throw err;

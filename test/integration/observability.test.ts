@@ -101,6 +101,7 @@ function httpSinkYaml(uri: string): string {
     type: http
     inputs: [keyed]
     uri: ${JSON.stringify(uri)}
+    auth: { strategy: bearer, token: ${SINK_TOKEN} }
     encoding: ndjson
     compression: gzip
     batch: { max_events: 10, max_bytes: 65536, timeout_ms: 20 }
@@ -108,6 +109,9 @@ function httpSinkYaml(uri: string): string {
     retry: { initial_backoff_ms: 10, max_backoff_ms: 100 }
 `;
 }
+
+/** The http sink's token; the failing destination quotes it in its answer, which /ready must not show. */
+const SINK_TOKEN = 'obs-token-5f1e9a7c3b';
 
 describe("the operators' API", () => {
   it('serves /health, /ready (503 naming a failing sink, 200 once it recovers), /status and /metrics with exact figures', async () => {
@@ -120,7 +124,7 @@ describe("the operators' API", () => {
       respond: (request: ReceivedRequest) => {
         if (answer !== 200) {
           failures[answer as 503 | 403]++;
-          return { status: answer, body: answer === 503 ? 'down for maintenance' : 'forbidden' };
+          return { status: answer, body: answer === 503 ? 'down for maintenance' : `forbidden: token ${SINK_TOKEN} is revoked` };
         }
         // The sink sends each record's body as one NDJSON line: what logferry_component_sent_bytes counts.
         for (const line of request.body.toString('utf8').split('\n')) sentBodyBytes += Buffer.byteLength(line);
@@ -153,10 +157,14 @@ describe("the operators' API", () => {
 
     // 403: blocked, which needs an operator.
     answer = 403;
-    await waitFor(async () => {
+    const blocked = await waitFor(async () => {
       const ready = await get(`${api}/ready`);
-      return ready.status === 503 && ready.text.includes('"state":"blocked"') && ready.text.includes('403');
+      return ready.status === 503 && ready.text.includes('"state":"blocked"') && ready.text.includes('403') && ready.text;
     }, 30_000, '/ready to name the sink blocked');
+    // The destination's answer quotes the token: /ready and /status show it scrubbed, as the logs do.
+    expect(blocked).toContain('forbidden: token *** is revoked');
+    const statusWhileBlocked = (await get(`${api}/status`)).text;
+    expect(statusWhileBlocked).not.toContain(SINK_TOKEN);
 
     answer = 200;
     await waitFor(async () => (await get(`${api}/ready`)).status === 200, 30_000, '/ready to answer 200 again');
