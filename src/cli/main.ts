@@ -15,7 +15,7 @@ import { createLogger, type LogFormat, type Logger, type LogLevel } from '../eng
 import type { OtelLogExport } from '../engine/otel-logs.js';
 import { anyFailed, buildSinksOnly, checkDestinations } from '../engine/healthchecks.js';
 import { Pipeline } from '../engine/pipeline.js';
-import { collectSecrets, SecretScrubber } from '../engine/secrets.js';
+import { collectSecrets, otelSecrets, SecretScrubber } from '../engine/secrets.js';
 import { ConfigError, formatProblem, LogferryError, UsageError } from '../errors.js';
 import { keyForDocument } from '../records/keys.js';
 import { parseText } from '../records/parse.js';
@@ -112,7 +112,7 @@ export function parseMaxWait(text: string): number {
  * The secrets of the loaded pipeline (filled once its file is read): every log line and the
  * error report go through it, so a destination that echoes a token cannot put it on stderr.
  */
-const scrubber = new SecretScrubber();
+const scrubber = new SecretScrubber(otelSecrets(process.env));
 
 /**
  * A bound on all start-up checks together, in case a plugin's check ignores its own timeout: each

@@ -138,3 +138,36 @@ function safeDecode(text: string): string {
     return text;
   }
 }
+
+/** The OTLP exporters' endpoint and header variables (logferry's own telemetry, README: Observability). */
+const OTEL_ENDPOINT_VARIABLES = ['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT'];
+const OTEL_HEADER_VARIABLES = ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_LOGS_HEADERS', 'OTEL_EXPORTER_OTLP_METRICS_HEADERS'];
+
+/**
+ * The secrets of the OTEL_EXPORTER_OTLP_* variables: the credentials and tokens of the endpoint URLs
+ * and the values of the headers (`key=value,key2=value2`, values URL-encoded), which are API keys.
+ * They are scrubbed from every line like a component's secrets, so logging where telemetry goes
+ * cannot show them.
+ */
+export function otelSecrets(env: NodeJS.ProcessEnv): string[] {
+  const secrets: string[] = [];
+  for (const name of OTEL_ENDPOINT_VARIABLES) {
+    const value = env[name]?.trim();
+    if (value) secrets.push(...urlSecrets(value));
+  }
+  for (const name of OTEL_HEADER_VARIABLES) {
+    for (const pair of (env[name] ?? '').split(',')) {
+      const at = pair.indexOf('=');
+      if (at === -1) continue;
+      const value = pair.slice(at + 1).trim();
+      if (value.length < MIN_SECRET_LENGTH) continue;
+      secrets.push(value);
+      const decoded = safeDecode(value);
+      if (decoded !== value) secrets.push(decoded);
+      // An Authorization value is "Bearer TOKEN" or "Basic …": the token alone too.
+      const token = decoded.split(/\s+/).pop();
+      if (token && token !== decoded && token.length >= MIN_SECRET_LENGTH) secrets.push(token);
+    }
+  }
+  return secrets;
+}

@@ -77,6 +77,11 @@ export function exportTiming(env: NodeJS.ProcessEnv, log: Logger): { intervalMs:
   return { intervalMs, timeoutMs };
 }
 
+/** The longest one OTLP export of metrics may take (OTEL_METRIC_EXPORT_TIMEOUT is honoured below it). */
+const EXPORT_TIMEOUT_CAP_MS = 4_000;
+/** The longest shutdown waits for the last export (and the readers) before the process goes on to exit. */
+const SHUTDOWN_WAIT_MS = 5_000;
+
 export async function startTelemetry(options: TelemetryOptions): Promise<Telemetry> {
   const { pipeline, config, version, log } = options;
   const env = options.env ?? process.env;
@@ -99,9 +104,11 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
     // The exporter reads the other standard variables itself (headers, timeout, compression, certificates, temporality).
     readers.push(
       new PeriodicExportingMetricReader({
-        exporter: new OTLPMetricExporter(),
+        // Each export bounded (as the log export is), so the last one at shutdown cannot hold the
+        // process and its data_dir lock for the exporter's 10 s default and retries.
+        exporter: new OTLPMetricExporter({ timeoutMillis: Math.min(timeoutMs, EXPORT_TIMEOUT_CAP_MS) }),
         exportIntervalMillis: intervalMs,
-        exportTimeoutMillis: timeoutMs,
+        exportTimeoutMillis: Math.min(timeoutMs, EXPORT_TIMEOUT_CAP_MS),
         metricProducers: [latency],
       }),
     );
@@ -113,11 +120,18 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
     serveMetrics: prometheus ? (request, response) => prometheus.getMetricsRequestHandler(request, response) : undefined,
     otlpEndpoint,
     async shutdown() {
+      let timer: NodeJS.Timeout | undefined;
+      const gaveUp = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), SHUTDOWN_WAIT_MS);
+        timer.unref();
+      });
       try {
-        await provider.shutdown();
+        const ended = await Promise.race([provider.shutdown(), gaveUp]);
+        if (ended === 'timeout') log.warn(`the last export of metrics did not finish within ${SHUTDOWN_WAIT_MS / 1000} s; logferry exits without it`, { endpoint: otlpEndpoint });
       } catch (err) {
         log.warn('the last export of metrics failed', { error: err instanceof Error ? err.message : String(err) });
       } finally {
+        clearTimeout(timer);
         figures.stop();
       }
     },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/engine/logger.js';
-import { collectSecrets, MIN_SECRET_LENGTH, SecretScrubber, urlSecrets } from '../../src/engine/secrets.js';
+import { collectSecrets, MIN_SECRET_LENGTH, otelSecrets, SecretScrubber, urlSecrets } from '../../src/engine/secrets.js';
 import type { ComponentConfig } from '../../src/config/types.js';
 import { safeUrl } from '../../src/sinks/delivery.js';
 import { httpSecrets, httpSink, httpSinkSchema } from '../../src/sinks/http.js';
@@ -115,5 +115,26 @@ describe('secrets hooks', () => {
     const throwing = { definition: { secrets: () => { throw new Error('bug'); } }, options: {} } as unknown as ComponentConfig;
     const giving = { definition: { secrets: () => ['abcd-secret'] }, options: {} } as unknown as ComponentConfig;
     expect(collectSecrets([throwing, giving])).toEqual(['abcd-secret']);
+  });
+});
+
+describe('the secrets of the OTEL_EXPORTER_OTLP_* variables', () => {
+  it('takes the credentials and tokens of the endpoints and the values of the headers, so a logged endpoint shows none', () => {
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-user:OtelPass7788@collector.example:4318/?api_key=abcdefgh12345678',
+      OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'https://otlp.example/v1/logs/rcv-9f8e7d6c5b4a39281706',
+      OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=hdr-secret-123456,authorization=Bearer%20tok-6655443322, short=ab',
+      OTEL_EXPORTER_OTLP_METRICS_HEADERS: 'dd-api-key=metrics-key-778899',
+    };
+    const scrubber = new SecretScrubber(otelSecrets(env));
+    const line = `exporting metrics over OTLP endpoint=${env.OTEL_EXPORTER_OTLP_ENDPOINT}/v1/metrics logs=${env.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT} headers: hdr-secret-123456 Bearer tok-6655443322 metrics-key-778899`;
+    const scrubbed = scrubber.scrub(line);
+    for (const secret of ['OtelPass7788', 'otel-user', 'abcdefgh12345678', 'rcv-9f8e7d6c5b4a39281706', 'hdr-secret-123456', 'tok-6655443322', 'metrics-key-778899']) {
+      expect(scrubbed).not.toContain(secret);
+    }
+    // A URL with a secret in it is replaced whole (as a sink's URI is), the rest of the line stays.
+    expect(scrubbed).toMatch(/^exporting metrics over OTLP endpoint=\*\*\*/);
+    expect(new SecretScrubber(otelSecrets({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector.example:4318' })).scrub('to http://collector.example:4318/v1/logs')).toBe('to http://collector.example:4318/v1/logs');
+    expect(otelSecrets({})).toEqual([]);
   });
 });
