@@ -91,11 +91,12 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
   const resource = resourceFromAttributes({ 'service.name': 'logferry', 'service.version': version }).merge(detected);
 
   const latency = new LatencyProducer(pipeline);
+  const filesBehind = new FilesBehindProducer(pipeline, config);
   const readers: IMetricReader[] = [];
   let prometheus: PrometheusExporter | undefined;
   if (options.prometheus) {
     // Served by the operators' API (one server, one port): the exporter's own server is not started.
-    prometheus = new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, metricProducers: [latency] });
+    prometheus = new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, metricProducers: [latency, filesBehind] });
     readers.push(prometheus);
   }
   const otlpEndpoint = otlpMetricsWanted(env) ? otlpMetricsEndpoint(env) : undefined;
@@ -109,7 +110,7 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
         exporter: new OTLPMetricExporter({ timeoutMillis: Math.min(timeoutMs, EXPORT_TIMEOUT_CAP_MS) }),
         exportIntervalMillis: intervalMs,
         exportTimeoutMillis: Math.min(timeoutMs, EXPORT_TIMEOUT_CAP_MS),
-        metricProducers: [latency],
+        metricProducers: [latency, filesBehind],
       }),
     );
   }
@@ -198,21 +199,6 @@ function registerInstruments(provider: MeterProvider, pipeline: Pipeline, config
     const totals = new Map<string, number>();
     for (const f of pipeline.bytesBehindByFile()) totals.set(f.source, (totals.get(f.source) ?? 0) + f.bytes);
     for (const c of config.sources) result.observe(totals.get(c.id) ?? 0, componentLabels(c));
-  });
-  gauge('logferry_source_file_bytes_behind', 'By', (result) => {
-    // Bounded cardinality: the MAX_FILES_BEHIND files furthest behind; the per-source total covers every file.
-    const files = new Map<string, { source: string; file: string; bytes: number }>();
-    for (const f of pipeline.bytesBehindByFile()) {
-      // A rotated-away file and its successor can share a path while both are open: one series, their sum.
-      const key = `${f.source}\0${f.file}`;
-      const known = files.get(key);
-      files.set(key, known ? { ...known, bytes: known.bytes + f.bytes } : f);
-    }
-    const top = [...files.values()].sort((a, b) => b.bytes - a.bytes || a.file.localeCompare(b.file)).slice(0, MAX_FILES_BEHIND);
-    for (const f of top) {
-      const c = byId.get(f.source);
-      if (c) result.observe(f.bytes, { ...componentLabels(c), file: f.file });
-    }
   });
   gauge(
     'logferry_checkpoint_age_seconds',
@@ -311,6 +297,58 @@ class LatencyProducer implements MetricProducer {
                     },
                   },
                 ],
+              },
+            ],
+          },
+        ],
+      },
+      errors: [],
+    });
+  }
+}
+
+/**
+ * logferry_source_file_bytes_behind, made fresh at each collection: the MAX_FILES_BEHIND files
+ * furthest behind now (the per-source total covers every file). An observable gauge would not do:
+ * the SDK keeps every label set it has seen, so a file rotated away, deleted or out of the top
+ * would go on showing its last value, and the series would grow to the SDK's limit.
+ */
+export class FilesBehindProducer implements MetricProducer {
+  private readonly byId: Map<string, ComponentConfig>;
+
+  constructor(
+    private readonly pipeline: Pipeline,
+    config: PipelineConfig,
+  ) {
+    this.byId = new Map(config.sources.map((c) => [c.id, c]));
+  }
+
+  collect(): Promise<CollectionResult> {
+    const files = new Map<string, { source: string; file: string; bytes: number }>();
+    for (const f of this.pipeline.bytesBehindByFile()) {
+      // A rotated-away file and its successor can share a path while both are open: one series, their sum.
+      const key = `${f.source}\0${f.file}`;
+      const known = files.get(key);
+      files.set(key, known ? { ...known, bytes: known.bytes + f.bytes } : f);
+    }
+    const top = [...files.values()].sort((a, b) => b.bytes - a.bytes || a.file.localeCompare(b.file)).slice(0, MAX_FILES_BEHIND);
+    const now = hrNow();
+    const dataPoints = top.flatMap((f) => {
+      const c = this.byId.get(f.source);
+      return c ? [{ startTime: now, endTime: now, attributes: { ...componentLabels(c), file: f.file }, value: f.bytes }] : [];
+    });
+    return Promise.resolve({
+      resourceMetrics: {
+        resource: resourceFromAttributes({}),
+        scopeMetrics: [
+          {
+            scope: { name: 'logferry' },
+            metrics: [
+              {
+                descriptor: { name: 'logferry_source_file_bytes_behind', description: METRIC_FAMILIES.logferry_source_file_bytes_behind.help, unit: 'By', valueType: ValueType.INT },
+                aggregationTemporality: AggregationTemporality.CUMULATIVE,
+                dataPointType: DataPointType.GAUGE,
+                dataPoints,
               },
             ],
           },

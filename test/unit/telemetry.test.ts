@@ -5,7 +5,9 @@ import { parseApiAddress } from '../../src/config/load.js';
 import { silentLogger, type LogFields, type Logger } from '../../src/engine/logger.js';
 import { BucketedLatency, LATENCY_BUCKETS_S } from '../../src/engine/metrics.js';
 import { METRIC_FAMILIES, otlpMetricsWanted } from '../../src/engine/telemetry-names.js';
-import { exportTiming, otlpMetricsEndpoint } from '../../src/engine/telemetry.js';
+import { exportTiming, FilesBehindProducer, otlpMetricsEndpoint } from '../../src/engine/telemetry.js';
+import type { Pipeline } from '../../src/engine/pipeline.js';
+import type { PipelineConfig } from '../../src/config/types.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 
@@ -92,5 +94,37 @@ describe('BucketedLatency', () => {
     expect(counts[LATENCY_BUCKETS_S.indexOf(0.005)]).toBe(1);
     expect(counts[LATENCY_BUCKETS_S.indexOf(1)]).toBe(1);
     expect(counts.at(-1)).toBe(1); // above 600 s: +Inf only
+  });
+});
+
+describe('logferry_source_file_bytes_behind', () => {
+  it('shows the files of this collection only: a file gone or caught up out of the top has no series left, and there are at most 50', async () => {
+    let files: { source: string; file: string; bytes: number }[] = [];
+    // Only what the producer reads of the pipeline and its configuration.
+    const pipeline = { bytesBehindByFile: () => files } as unknown as Pipeline;
+    const config = { sources: [{ id: 'jobs', kind: 'source', type: 'job_log_tail' }] } as unknown as PipelineConfig;
+    const producer = new FilesBehindProducer(pipeline, config);
+    const points = async (): Promise<{ file: unknown; value: unknown }[]> => {
+      const { resourceMetrics } = await producer.collect();
+      return resourceMetrics.scopeMetrics[0]!.metrics[0]!.dataPoints.map((p) => ({ file: p.attributes.file, value: p.value }));
+    };
+
+    files = [
+      { source: 'jobs', file: '/logs/a.ndjson', bytes: 100 },
+      { source: 'jobs', file: '/logs/b.ndjson', bytes: 7 },
+    ];
+    expect(await points()).toEqual([
+      { file: '/logs/a.ndjson', value: 100 },
+      { file: '/logs/b.ndjson', value: 7 },
+    ]);
+    // a.ndjson was rotated away and closed: it is gone from the next collection, not left at 100.
+    files = [{ source: 'jobs', file: '/logs/b.ndjson', bytes: 0 }];
+    expect(await points()).toEqual([{ file: '/logs/b.ndjson', value: 0 }]);
+    // A folder of thousands of files: the 50 furthest behind.
+    files = Array.from({ length: 3000 }, (_, i) => ({ source: 'jobs', file: `/logs/${i}.ndjson`, bytes: i }));
+    const top = await points();
+    expect(top).toHaveLength(50);
+    expect(top[0]).toEqual({ file: '/logs/2999.ndjson', value: 2999 });
+    expect(top[49]).toEqual({ file: '/logs/2950.ndjson', value: 2950 });
   });
 });
