@@ -23,6 +23,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'nod
 import { createServer } from 'node:http';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { setTimeout, clearTimeout } from 'node:timers';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
