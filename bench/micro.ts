@@ -118,7 +118,7 @@ async function cutOver(): Promise<void> {
   const redact = createRedactor(redactOptions);
   const compiled = compileKeyTemplates(keyOptions);
   // At least one worker, also where `auto` turns the pool off (two cores): the cut-over is what is measured.
-  const pool = new RecordPool(poolSchema.parse({ threads: Math.max(1, autoThreads()) }), {
+  const pool = await RecordPool.start(poolSchema.parse({ threads: Math.max(1, autoThreads()) }), {
     configFile: 'micro.yaml',
     plugins: [],
     transforms: [

@@ -1,33 +1,36 @@
 #!/usr/bin/env -S node --max-semi-space-size=64
 import { createHash } from 'node:crypto';
 import { readFileSync, realpathSync } from 'node:fs';
+import * as nodeModule from 'node:module';
 import { open, readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { builtinRegistry } from '../builtins.js';
-import { pipelineJsonSchema } from '../config/json-schema.js';
-import { DEFAULT_API_ADDRESS, loadConfig, parseApiAddress } from '../config/load.js';
 import type { PipelineConfig } from '../config/types.js';
 import { acquireDataDirLock, dataDirProblem } from '../engine/data-dir-lock.js';
-import { readDeadLetters, DeadLetterWriter, type DeadLetterEntry } from '../engine/dead-letters.js';
+import type { DeadLetterEntry } from '../engine/dead-letters.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from '../engine/logger.js';
 import type { OtelLogExport } from '../engine/otel-logs.js';
-import { anyFailed, buildSinksOnly, checkDestinations } from '../engine/healthchecks.js';
-import { Pipeline } from '../engine/pipeline.js';
+import type { Pipeline } from '../engine/pipeline.js';
 import { collectSecrets, otelSecrets, SecretScrubber } from '../engine/secrets.js';
 import { ConfigError, formatProblem, LogferryError, UsageError } from '../errors.js';
-import { keyForDocument } from '../records/keys.js';
-import { parseText } from '../records/parse.js';
 import { plural } from '../plural.js';
-import { MAX_MAX_DEPTH } from '../records/structure.js';
-import { loadPlugins } from '../plugin/load.js';
-import { pathFormatSchema } from '../transforms/path-format.js';
 import { hasSemiSpaceFlag, rerunWithSemiSpaceFlag } from './node-flags.js';
-import { createPlugin, nextSteps, type LogferryManifest } from './plugin-new.js';
-import { replayDeadLetters, type ReplayOutcome } from './replay.js';
+import type { LogferryManifest } from './plugin-new.js';
+import type { ReplayOutcome } from './replay.js';
 import { StatusReporter } from './status.js';
-import { parse as parseYaml } from 'yaml';
+
+/*
+ * Start-up (issue 11): the modules below the CLI are imported by the commands that use them, not
+ * here. `--version` and `--help` load none of them; `validate` loads the configuration and the
+ * components' schemas (zod, yaml) but no engine; each sink loads its client library (undici, the
+ * AWS SDK, OpenTelemetry) only when a pipeline builds it. test/integration/startup-imports.test.ts
+ * guards this; bench/startup.mjs measures it.
+ */
+const configModules = async () => {
+  const [builtins, config, plugins] = await Promise.all([import('../builtins.js'), import('../config/load.js'), import('../plugin/load.js')]);
+  return { builtinRegistry: builtins.builtinRegistry, loadConfig: config.loadConfig, loadPlugins: plugins.loadPlugins };
+};
 
 /**
  * 65 (EX_DATAERR): `run --once` finished, but records of this run went to the dead letters.
@@ -286,6 +289,7 @@ const PLUGIN_USAGE = 'usage: logferry plugin new NAME [--dir DIR]';
 async function commandPlugin(options: CliOptions): Promise<number> {
   const [, action, name, ...rest] = options.positionals;
   if (action !== 'new' || name === undefined || rest.length > 0) throw new UsageError(PLUGIN_USAGE);
+  const { createPlugin, nextSteps } = await import('./plugin-new.js');
   const result = await createPlugin(name, options.dir, manifest());
   process.stdout.write(nextSteps(result) + '\n');
   return EXIT.ok;
@@ -302,6 +306,7 @@ function requireConfig(options: CliOptions, command: string): string {
  * look at dead letters without the service's secrets in the environment.
  */
 async function load(file: string, log: Logger, readOnly = false): Promise<PipelineConfig> {
+  const { builtinRegistry, loadConfig, loadPlugins } = await configModules();
   const config = await loadConfig(file, builtinRegistry(), { loadPlugins, preflight: !readOnly });
   scrubber.add(collectSecrets([...config.sources, ...config.transforms, ...config.sinks]));
   for (const warning of config.warnings) log.warn(formatProblem(file, warning));
@@ -364,6 +369,11 @@ async function runLocked(
   setReporter: (reporter: StatusReporter) => void,
 ): Promise<number> {
   const maxWaitMs = options.once ? (options.maxWaitS ?? DEFAULT_MAX_WAIT_S) * 1000 : undefined;
+  const [{ Pipeline }, { anyFailed, checkDestinations }, { DeadLetterWriter }] = await Promise.all([
+    import('../engine/pipeline.js'),
+    import('../engine/healthchecks.js'),
+    import('../engine/dead-letters.js'),
+  ]);
   const pipeline = new Pipeline(config, { once: options.once, log, scrubber, maxWaitMs });
   // What building throws keeps its own code (LF_CONFIG_ENV, LF_POOL_FAILED, LF_COMPONENT_BUILD_FAILED
   // naming the component...), and report() turns that code into the exit code.
@@ -466,7 +476,7 @@ async function startObservability(options: CliOptions, config: PipelineConfig, p
   const telemetry = await startTelemetry({ pipeline, config, version: version(), log, prometheus: apiOn });
   if (telemetry.otlpEndpoint !== undefined) log.info('exporting metrics over OTLP', { endpoint: telemetry.otlpEndpoint });
   if (!apiOn) return { close: () => telemetry.shutdown() };
-  const { startApiServer } = await import('./api-server.js');
+  const [{ startApiServer }, { DEFAULT_API_ADDRESS, parseApiAddress }] = await Promise.all([import('./api-server.js'), import('../config/load.js')]);
   // LOGFERRY_API_ADDRESS replaces api.address: one pipeline file for many containers or instances on a host.
   const fromEnv = process.env.LOGFERRY_API_ADDRESS || undefined;
   let server;
@@ -511,6 +521,7 @@ async function commandValidate(options: CliOptions): Promise<number> {
 /** `validate --check-destinations`: the sinks alone are built and checked; no source, no lock, no data read. */
 async function checkDestinationsOnly(config: PipelineConfig, log: Logger): Promise<number> {
   const signal = AbortSignal.timeout(HEALTHCHECK_BOUND_MS);
+  const { anyFailed, buildSinksOnly, checkDestinations } = await import('../engine/healthchecks.js');
   // A sink that cannot be built fails with its own code, or LF_COMPONENT_BUILD_FAILED naming it.
   const built = await buildSinksOnly(config, log, signal);
   try {
@@ -526,6 +537,11 @@ async function checkDestinationsOnly(config: PipelineConfig, log: Logger): Promi
 
 /** With -c, the schema also knows the components of the file's plugins. */
 async function commandSchema(options: CliOptions): Promise<number> {
+  const [{ builtinRegistry, loadPlugins }, { pipelineJsonSchema }, { parse: parseYaml }] = await Promise.all([
+    configModules(),
+    import('../config/json-schema.js'),
+    import('yaml'),
+  ]);
   const registry = builtinRegistry();
   if (options.config) {
     // Only the plugins matter here: the schema is what lets an editor fix the rest of the file.
@@ -550,6 +566,12 @@ async function commandSchema(options: CliOptions): Promise<number> {
 
 async function commandKey(options: CliOptions): Promise<number> {
   if (options.positionals.length === 0) throw new UsageError('key needs at least one JSON document: logferry key job.json');
+  const [{ pathFormatSchema }, { parseText }, { keyForDocument }, { MAX_MAX_DEPTH }] = await Promise.all([
+    import('../transforms/path-format.js'),
+    import('../records/parse.js'),
+    import('../records/keys.js'),
+    import('../records/structure.js'),
+  ]);
   let pathFormat = pathFormatSchema.parse({});
   if (options.config) {
     const config = await load(options.config, createLogger({ level: 'error' }), true);
@@ -591,6 +613,7 @@ async function commandReplay(options: CliOptions): Promise<number> {
     if (Number.isNaN(sinceMs)) throw new UsageError(`--since must be a date and time such as 2024-05-01T12:00:00Z, got "${since}"`);
   }
   const maxWaitS = options.maxWaitS ?? DEFAULT_MAX_WAIT_S;
+  const { replayDeadLetters } = await import('./replay.js');
   const { log, close } = await serviceLogger(options);
   try {
     // Dry-run only reads (like list); a replay builds the sinks, so it needs what run needs.
@@ -617,11 +640,12 @@ async function commandDeadLetter(options: CliOptions): Promise<number> {
   const file = requireConfig(options, `dead-letter ${action}`);
   // Read-only: no lock on data_dir, nothing written, no preflight.
   const config = await load(file, createLogger({ level: 'error' }), true);
+  const { readDeadLetters, DeadLetterWriter } = await import('../engine/dead-letters.js');
   const entries = await readDeadLetters(config.dataDir);
-  return action === 'list' ? listDeadLetters(entries, config, options) : showDeadLetters(entries, rest, options);
+  return action === 'list' ? listDeadLetters(entries, DeadLetterWriter.dirFor(config.dataDir), options) : showDeadLetters(entries, rest, options);
 }
 
-function listDeadLetters(entries: DeadLetterEntry[], config: PipelineConfig, options: CliOptions): number {
+function listDeadLetters(entries: DeadLetterEntry[], deadLetterDir: string, options: CliOptions): number {
   if (options.json) {
     for (const e of entries) process.stdout.write(scrub(JSON.stringify(e)) + '\n');
     return EXIT.ok;
@@ -636,7 +660,7 @@ function listDeadLetters(entries: DeadLetterEntry[], config: PipelineConfig, opt
     list.push({ entry, number: index + 1 });
     groups.set(entry.code, list);
   });
-  process.stdout.write(`${plural(entries.length, 'dead letter')} in ${DeadLetterWriter.dirFor(config.dataDir)} (logferry dead-letter show N prints one)\n`);
+  process.stdout.write(`${plural(entries.length, 'dead letter')} in ${deadLetterDir} (logferry dead-letter show N prints one)\n`);
   for (const [code, list] of [...groups].sort((a, b) => b[1].length - a[1].length)) {
     process.stdout.write(`\n${code} (${list.length})\n`);
     for (const { entry: e, number } of list.slice(0, 5)) {
@@ -856,7 +880,23 @@ function isEntryPoint(): boolean {
   return false;
 }
 
+/**
+ * Node 22.1 and later can keep V8's compiled code of the modules between runs (in
+ * os.tmpdir()/node-compile-cache, or NODE_COMPILE_CACHE; NODE_DISABLE_COMPILE_CACHE=1 turns it
+ * off), which shortens every start after the first. Node 20 has no such API: nothing happens there.
+ * Called before main() imports the command's modules, so they are compiled from the cache.
+ */
+function enableCompileCache(): void {
+  const { enableCompileCache: enable } = nodeModule as { enableCompileCache?: () => unknown };
+  try {
+    enable?.();
+  } catch {
+    // A cache that cannot be written (read-only tmp) only costs the time it would have saved.
+  }
+}
+
 if (isEntryPoint()) {
+  enableCompileCache();
   exitQuietlyOnClosedPipe(process.stdout);
   exitQuietlyOnClosedPipe(process.stderr);
   main(process.argv.slice(2)).then(

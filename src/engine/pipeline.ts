@@ -281,7 +281,7 @@ export class Pipeline {
       this.order.set(c.id, new OrderedSteps());
     }
     if (poolThreads(this.config.pool) > 0) {
-      this.pool = new RecordPool(this.config.pool, this.poolSetup(), (err) => this.fail(err, 'the record pool failed', 'LF_POOL_FAILED'));
+      this.pool = await RecordPool.start(this.config.pool, this.poolSetup(), (err) => this.fail(err, 'the record pool failed', 'LF_POOL_FAILED'));
       try {
         await this.pool.warmUp();
       } catch (err) {

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Piscina } from 'piscina';
+import type { Piscina } from 'piscina';
 import { z } from 'zod';
 import { LogferryError } from '../errors.js';
 import { transferable, type PoolBroken, type PoolOutcome, type PoolSetup, type PoolTask } from './pool-protocol.js';
@@ -92,12 +92,21 @@ export class RecordPool {
    * running (a plugin's timer that throws, an unhandled rejection in the worker). Piscina emits
    * 'error' then, which would end the process without a listener.
    */
-  constructor(options: PoolOptions, setup: PoolSetup, onError: (err: unknown) => void) {
+  /**
+   * Starts a pool. piscina is imported here, by the first pool a run starts: the configuration
+   * imports this module for its schema, and `validate` or a run without a pool needs no piscina.
+   */
+  static async start(options: PoolOptions, setup: PoolSetup, onError: (err: unknown) => void): Promise<RecordPool> {
+    const { Piscina } = await import('piscina');
+    return new RecordPool(Piscina, options, setup, onError);
+  }
+
+  private constructor(PiscinaClass: typeof Piscina, options: PoolOptions, setup: PoolSetup, onError: (err: unknown) => void) {
     this.threads = poolThreads(options);
     if (this.threads <= 0) throw new LogferryError('LF_CONFIG_INVALID', 'a record pool needs at least one thread');
     this.threshold = options.threshold_bytes;
     this.maxQueue = options.max_queue === 'auto' ? this.threads * 4 : options.max_queue;
-    this.piscina = new Piscina({
+    this.piscina = new PiscinaClass({
       filename: workerFile(),
       minThreads: this.threads,
       maxThreads: this.threads,
