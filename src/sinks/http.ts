@@ -660,12 +660,14 @@ const BLOCKING_NETWORK_CODES = new Set([
 
 /** A request that got no answer: the destination is unreachable, every record would fail the same way. */
 function networkFailure(err: unknown, timeoutMs: number, setting: string): Verdict {
-  const error = err as { name?: string; code?: string; message?: string };
+  const error = err as { name?: string; code?: unknown; message?: string };
   if (error.name === 'TimeoutError' || error.code === 'UND_ERR_HEADERS_TIMEOUT' || error.code === 'UND_ERR_BODY_TIMEOUT' || error.code === 'UND_ERR_CONNECT_TIMEOUT') {
     return { kind: 'destination', reason: `no answer within ${setting} (${timeoutMs} ms)`, advice: 'that the receiver is up and reachable from here' };
   }
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  const code = cause?.code ?? error.code;
+  const cause = (err as { cause?: { code?: unknown; message?: string } }).cause;
+  // Not every error's code is a string: an AbortError (a stop during a request) has the number 20.
+  const rawCode: unknown = cause?.code ?? error.code;
+  const code = typeof rawCode === 'string' ? rawCode : undefined;
   const reason = `${code ? `${code}: ` : ''}${cause?.message ?? error.message ?? String(err)}`;
   if (code && (BLOCKING_NETWORK_CODES.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL'))) {
     return { kind: 'destination', reason, blocked: true, advice: code === 'ENOTFOUND' ? "the uri's host name: it does not resolve" : 'tls.ca_file, the certificate and the uri (TLS cannot be set up)' };

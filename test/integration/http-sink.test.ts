@@ -1,6 +1,9 @@
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { httpSink, httpSinkSchema } from '../../src/sinks/http.js';
 import { driveSink, jobRecord, sinkConformanceCases, startReceiver } from '../../src/testkit/index.js';
+import { waitFor } from '../helpers/cli.js';
 
 const fast = { request: { timeout_ms: 1000 }, retry: { initial_backoff_ms: 10, max_backoff_ms: 200, max_duration_s: 60 } };
 
@@ -125,4 +128,27 @@ describe('http sink', () => {
       await receiver.close();
     }
   });
+
+  it('a request in flight when the run stops leaves its records unsettled: the AbortError (whose code is a number) is no bug', async () => {
+    // A receiver that takes requests and never answers, so the stop always finds one in flight.
+    const waiting: ServerResponse[] = [];
+    const server = createServer((_request, response) => void waiting.push(response));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const stop = new AbortController();
+      const options = { uri: `http://127.0.0.1:${port}/in`, encoding: 'json', request: { timeout_ms: 60_000 }, retry: fast.retry };
+      const driving = driveSink(httpSink, options, [jobRecord(1), jobRecord(2)], { signal: stop.signal, batches: 1 });
+      await waitFor(() => waiting.length > 0, 30_000, 'a request to arrive');
+      stop.abort();
+      const result = await driving;
+      expect(result.rejected).toEqual([]);
+      expect(result.delivered).toEqual([]);
+      expect(result.unsettled).toHaveLength(2);
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
 });
+
