@@ -10,6 +10,7 @@ import {
   PeriodicExportingMetricReader,
   type CollectionResult,
   type IMetricReader,
+  type MetricData,
   type MetricProducer,
 } from '@opentelemetry/sdk-metrics';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -273,37 +274,26 @@ class LatencyProducer implements MetricProducer {
   collect(): Promise<CollectionResult> {
     const buckets = this.pipeline.metrics.latencyBuckets;
     const family = METRIC_FAMILIES.logferry_delivery_latency_seconds;
-    return Promise.resolve({
-      resourceMetrics: {
-        resource: resourceFromAttributes({}),
-        scopeMetrics: [
+    return Promise.resolve(
+      oneMetric({
+        descriptor: { name: 'logferry_delivery_latency_seconds', description: family.help, unit: 's', valueType: ValueType.DOUBLE },
+        aggregationTemporality: AggregationTemporality.CUMULATIVE,
+        dataPointType: DataPointType.HISTOGRAM,
+        dataPoints: [
           {
-            scope: { name: 'logferry' },
-            metrics: [
-              {
-                descriptor: { name: 'logferry_delivery_latency_seconds', description: family.help, unit: 's', valueType: ValueType.DOUBLE },
-                aggregationTemporality: AggregationTemporality.CUMULATIVE,
-                dataPointType: DataPointType.HISTOGRAM,
-                dataPoints: [
-                  {
-                    startTime: this.startTime,
-                    endTime: hrNow(),
-                    attributes: {},
-                    value: {
-                      buckets: { boundaries: [...LATENCY_BUCKETS_S], counts: [...buckets.counts] },
-                      count: buckets.count,
-                      sum: buckets.sumS,
-                      ...(buckets.count > 0 ? { min: buckets.minS, max: buckets.maxS } : {}),
-                    },
-                  },
-                ],
-              },
-            ],
+            startTime: this.startTime,
+            endTime: hrNow(),
+            attributes: {},
+            value: {
+              buckets: { boundaries: [...LATENCY_BUCKETS_S], counts: [...buckets.counts] },
+              count: buckets.count,
+              sum: buckets.sumS,
+              ...(buckets.count > 0 ? { min: buckets.minS, max: buckets.maxS } : {}),
+            },
           },
         ],
-      },
-      errors: [],
-    });
+      }),
+    );
   }
 }
 
@@ -337,26 +327,26 @@ export class FilesBehindProducer implements MetricProducer {
       const c = this.byId.get(f.source);
       return c ? [{ startTime: now, endTime: now, attributes: { ...componentLabels(c), file: f.file }, value: f.bytes }] : [];
     });
-    return Promise.resolve({
-      resourceMetrics: {
-        resource: resourceFromAttributes({}),
-        scopeMetrics: [
-          {
-            scope: { name: 'logferry' },
-            metrics: [
-              {
-                descriptor: { name: 'logferry_source_file_bytes_behind', description: METRIC_FAMILIES.logferry_source_file_bytes_behind.help, unit: 'By', valueType: ValueType.INT },
-                aggregationTemporality: AggregationTemporality.CUMULATIVE,
-                dataPointType: DataPointType.GAUGE,
-                dataPoints,
-              },
-            ],
-          },
-        ],
-      },
-      errors: [],
-    });
+    return Promise.resolve(
+      oneMetric({
+        descriptor: { name: 'logferry_source_file_bytes_behind', description: METRIC_FAMILIES.logferry_source_file_bytes_behind.help, unit: 'By', valueType: ValueType.INT },
+        aggregationTemporality: AggregationTemporality.CUMULATIVE,
+        dataPointType: DataPointType.GAUGE,
+        dataPoints,
+      }),
+    );
   }
+}
+
+/** What a MetricProducer hands the readers for one metric of logferry's own scope. */
+function oneMetric(metric: MetricData): CollectionResult {
+  return {
+    resourceMetrics: {
+      resource: resourceFromAttributes({}),
+      scopeMetrics: [{ scope: { name: 'logferry' }, metrics: [metric] }],
+    },
+    errors: [],
+  };
 }
 
 function hrNow(): HrTime {
